@@ -44,7 +44,7 @@ enum class protocol_condition {
     malformed_input = 1,  ///< malformed, limit_exceeded, wrong_type, missing_field, invalid_value,
                           ///< not_canonical, unknown_message
     unsupported = 2,      ///< unsupported_version
-    rejected = 3,         ///< validation_failed, clock_drift, forbidden, replica_conflict
+    rejected = 3,         ///< validation_failed, forbidden, replica_conflict
     retryable = 4,        ///< clock_drift (after restamping), busy, rebootstrap_required
 };
 

@@ -156,8 +156,8 @@ struct RecordState {
 /// apply changes, done: the state is modified in place as you go.
 class Update {
 public:
-    /// Starts an update: draws the next dot of `replica` in `state.context`. Also writes
-    /// `_deleted = false` unless `deleting` is true (L10).
+    /// Starts an update: draws the next dot of `replica` in `state.context`, and writes
+    /// `_deleted = false` under it (L10); mark_deleted() then overwrites that with true.
     Update(RecordState& state, const ReplicaId& replica, HlcTimestamp ts, std::string by);
 
     /// lww or review field: replaces what this replica has seen with `value` (a resolution is
