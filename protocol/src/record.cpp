@@ -643,7 +643,7 @@ Result<FieldState> read_field(CborReader& r) {
         case MergeRule::review: {
             FS_TRY_AT(count, r.read_array(), "[1]");
             ReviewState st;
-            st.entries.reserve(count);
+            st.entries.reserve(std::min(count, r.remaining() / 22));  // 22 bytes: the smallest entry
             if (auto s = r.enter(); !s) return std::move(s).error();
             for (std::size_t k = 0; k < count; ++k) {
                 FS_TRY_AT(e, read_entry(r), "[1][" + std::to_string(k) + "]");
@@ -672,7 +672,7 @@ Result<FieldState> read_field(CborReader& r) {
                 FS_TRY_AT(ndots, r.read_array(), where + "[1]");
                 if (auto s = r.enter(); !s) return std::move(s).error();
                 std::vector<Dot> dots;
-                dots.reserve(ndots);
+                dots.reserve(std::min(ndots, r.remaining() / 19));  // 19 bytes: the smallest dot
                 for (std::size_t d = 0; d < ndots; ++d) {
                     FS_TRY_AT(dot, read_dot(r), where + "[1][" + std::to_string(d) + "]");
                     dots.push_back(dot);
