@@ -1,0 +1,147 @@
+// The store's single writer: one thread that owns the writer Store, runs every sync session's
+// frames and every API call that touches the store, and groups their commits.
+//
+// Group commit: the thread takes every job queued since it last looked (up to
+// `max_group`), runs them inside one transaction (each push item in its own savepoint), commits
+// once (synchronous=FULL), and only then delivers the replies. N concurrent pushes cost one
+// fsync instead of N, and no acknowledgement leaves before its data is durable. If the commit
+// fails, every reply of the group is replaced by an `internal` error, so nothing un-durable is
+// ever acknowledged.
+//
+// After a group that wrote, live sessions whose scope the changes touched are caught up
+// (notify/revoke frames), on the same thread.
+//
+// Threading: every public member is thread-safe. Callbacks (`SendFn`, job completions) run on
+// the worker thread and must not block: the network layer posts them to the connection's
+// strand. The store is never touched by I/O threads.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "fieldsync/protocol/hlc.hpp"
+#include "fieldsync/protocol/schema.hpp"
+#include "fieldsync/server/auth.hpp"
+#include "fieldsync/server/store.hpp"
+#include "fieldsync/server/sync_session.hpp"
+
+namespace fieldsync::server {
+
+/// Counters for /metrics. Updated on the worker thread, read from anywhere.
+struct WorkerStats {
+    std::atomic<std::uint64_t> groups{0};
+    std::atomic<std::uint64_t> jobs{0};
+    std::atomic<std::uint64_t> commits_failed{0};
+    std::atomic<std::uint64_t> pushes{0};
+    std::atomic<std::uint64_t> pulls{0};
+    std::atomic<std::uint64_t> items_accepted{0};
+    std::atomic<std::uint64_t> items_rejected{0};
+    std::atomic<std::uint64_t> merges{0};  ///< items that changed a stored record
+    std::atomic<std::uint64_t> commit_us_total{0};
+    std::atomic<std::uint64_t> queue_depth{0};
+    std::atomic<std::uint64_t> sessions{0};
+    std::atomic<std::uint64_t> open_conflicts{0};
+};
+
+class StoreWorker {
+public:
+    using SessionId = std::uint64_t;
+    /// Receives a session's output after its group committed. Runs on the worker thread.
+    using SendFn = std::function<void(SyncOutput)>;
+    /// A job that runs inside the group transaction; returns true when it wrote.
+    using Job = std::function<bool(Store&, const protocol::Schema&)>;
+    /// Runs after the job's group committed (ok) or failed to commit (!ok, with the error).
+    using Done = std::function<void(const Status&)>;
+
+    struct Options {
+        std::size_t max_group = 256;
+        SyncLimits limits;
+        std::function<std::uint64_t()> now_ms;  ///< defaults to the system clock
+    };
+
+    /// Takes the writer store and the current schema; starts the thread.
+    StoreWorker(std::unique_ptr<Store> writer, protocol::Schema schema, Options options);
+    /// Stops (see stop()).
+    ~StoreWorker();
+    StoreWorker(const StoreWorker&) = delete;
+    StoreWorker& operator=(const StoreWorker&) = delete;
+
+    /// Opens a session; `send` receives its replies. Returns its id.
+    SessionId open_session(std::string peer, SendFn send);
+    /// Queues one frame of a session. Frames of one session are handled in order.
+    void frame(SessionId id, protocol::Bytes frame);
+    /// Forgets a session (its queued frames are dropped).
+    void close_session(SessionId id);
+    /// Queues a job (HTTP API calls that read or write the store).
+    void post(Job job, Done done);
+    /// Runs `fn` on the worker thread and waits for it (startup, admin tools, tests).
+    Status run_sync(Job job);
+
+    /// Replaces the schema (after it was stored). Runs on the worker; thread-safe to call.
+    void set_schema(protocol::Schema schema);
+    /// The schema in force (a copy). \note Thread-safe.
+    protocol::Schema schema() const;
+
+    /// Finishes every queued job, commits, and joins the thread. Idempotent.
+    void stop();
+
+    // --- For jobs, on the worker thread only ------------------------------------------------
+    /// The server replica's hybrid clock (stamps supervisors' writes made through the API).
+    protocol::HybridClock& clock() noexcept { return m_clock; }
+    /// The server's own replica id (the author replica of API writes).
+    const protocol::ReplicaId& server_replica() const noexcept { return m_server_replica; }
+    /// Tells the worker that a job changed records in `area`: after the commit, live sessions
+    /// whose scope covers it are caught up.
+    void touch_area(std::string area) { m_ctx.touched_areas.push_back(std::move(area)); }
+    /// Limits in force.
+    const SyncLimits& limits() const noexcept { return m_options.limits; }
+
+    const WorkerStats& stats() const noexcept { return m_stats; }
+    LoginThrottle& throttle() noexcept { return m_throttle; }
+
+private:
+    struct Item {
+        enum Kind { session_frame, api_job } kind;
+        SessionId session = 0;
+        protocol::Bytes frame;
+        Job job;
+        Done done;
+    };
+    struct SessionSlot {
+        std::unique_ptr<SyncSession> session;
+        SendFn send;
+    };
+
+    void run();
+    void run_group(std::vector<Item>& items);
+
+    std::unique_ptr<Store> m_store;
+    protocol::Schema m_schema;
+    mutable std::mutex m_schema_mutex;
+    Options m_options;
+    protocol::HybridClock m_clock;
+    protocol::ReplicaId m_server_replica;
+    LoginThrottle m_throttle;
+    SyncContext m_ctx;
+    WorkerStats m_stats;
+
+    std::mutex m_mutex;
+    std::condition_variable m_cv;
+    std::deque<Item> m_queue;                                // guarded by m_mutex
+    std::unordered_map<SessionId, SessionSlot> m_sessions;  // worker thread only
+    std::vector<std::pair<SessionId, std::pair<std::string, SendFn>>> m_opening;  // m_mutex
+    std::vector<SessionId> m_closing;                        // guarded by m_mutex
+    SessionId m_next_id = 1;                                 // guarded by m_mutex
+    bool m_stopping = false;                                 // guarded by m_mutex
+    std::thread m_thread;
+};
+
+}  // namespace fieldsync::server

@@ -1,0 +1,114 @@
+// The sync service: one authenticated device session, sans I/O (SPEC.md §4-§7).
+//
+// A SyncSession takes the frames a device sends and returns the frames to send back; it never
+// touches a socket. It runs on the store's writer thread (StoreWorker), inside the group
+// transaction that the worker commits before any reply leaves: a push is acknowledged only
+// after its commit is durable (SPEC.md §4.3). Tests drive it directly with a real store.
+//
+// Per frame:
+//   hello   -> authenticate (password, or a token from an earlier welcome), check protocol and
+//              schema versions, bind the device to its replica id (another device claiming the
+//              same replica is refused), then welcome; or a fatal error.
+//   push    -> per item: schema version supported, record valid against the schema, old and new
+//              areas inside the user's scope, no new dot of another replica, no timestamp too
+//              far in the future; join into the stored state in a savepoint; record the change
+//              in the feed and the audit log; open or close conflicts. A replayed item changes
+//              nothing. One push_ack with a result per item.
+//   pull    -> one changes page (plus a revoke message for records that moved out of scope);
+//              after the last page the session is live: commits by others reach it as notify.
+//   digest_request -> the order-independent digest of every record in scope.
+// Malformed frames get an error naming the problem; the session goes on unless the error is
+// fatal (before hello, or a protocol version mismatch).
+//
+// Thread-compatible: one thread (the worker) at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fieldsync/protocol/cbor.hpp"
+#include "fieldsync/protocol/hlc.hpp"
+#include "fieldsync/protocol/messages.hpp"
+#include "fieldsync/protocol/schema.hpp"
+#include "fieldsync/server/auth.hpp"
+#include "fieldsync/server/store.hpp"
+
+namespace fieldsync::server {
+
+struct SyncLimits {
+    std::size_t max_frame_bytes = 4u << 20;
+    std::size_t max_batch = 500;        ///< items per push
+    std::size_t max_page = 500;         ///< records per changes page
+    std::uint64_t max_clock_ahead_ms = 10 * 60 * 1000;
+    std::uint32_t oldest_schema_version = 1;  ///< older writes are refused
+    std::int64_t token_lifetime_ms = 30ll * 24 * 3600 * 1000;
+};
+
+/// What the session wants sent, in order, after the current group commit.
+struct SyncOutput {
+    std::vector<protocol::Bytes> frames;
+    bool close = false;            ///< close the connection after sending `frames`
+    std::uint16_t close_code = 0;  ///< WebSocket close code (1000 normal, 1002, 1008, 1009 ...)
+    std::string close_reason;
+    bool wrote = false;            ///< this frame changed the store (the worker must commit)
+};
+
+/// Everything a session needs from the server, owned by the StoreWorker.
+struct SyncContext {
+    Store* store = nullptr;                       ///< the writer connection
+    const protocol::Schema* schema = nullptr;     ///< current schema
+    std::function<std::uint64_t()> now_ms;        ///< physical time (injected)
+    protocol::HybridClock* clock = nullptr;       ///< the server replica's clock
+    LoginThrottle* throttle = nullptr;
+    struct WorkerStats* stats = nullptr;          ///< optional counters
+    SyncLimits limits;
+    /// Areas (old and new) of records changed in the current group; the worker uses them to
+    /// wake only the live sessions whose scope they touch, then clears them.
+    std::vector<std::string> touched_areas;
+};
+
+class SyncSession {
+public:
+    /// `peer` names the remote address for the login throttle and logs.
+    SyncSession(SyncContext& ctx, std::string peer);
+
+    /// Handles one binary frame from the device.
+    SyncOutput handle(protocol::ByteView frame);
+    /// After a commit by anyone: if this session is live, the frames that bring it up to date
+    /// (notify and revoke). Empty when there is nothing new in its scope.
+    SyncOutput catch_up();
+
+    bool authenticated() const noexcept { return m_user.has_value(); }
+    bool live() const noexcept { return m_live; }
+    const std::optional<User>& user() const noexcept { return m_user; }
+    const Scope& scope() const noexcept { return m_scope; }
+    const std::string& device_id() const noexcept { return m_device_id; }
+
+private:
+    SyncOutput on_hello(const protocol::Hello& h);
+    SyncOutput on_push(const protocol::Push& push);
+    /// One push item inside its savepoint: true when it changed the store, false for a replay,
+    /// or the reason it was refused (internal = the store failed).
+    Result<bool> apply_item(const protocol::PushItem& item, const std::string& where,
+                            std::uint64_t now);
+    Status reconcile(const protocol::RecordState& joined, const std::string& area,
+                     const std::string& by, std::uint64_t now);
+    SyncOutput on_pull(const protocol::Pull& pull);
+    Result<std::pair<std::uint64_t, bool>> page_since(std::uint64_t since, std::size_t limit,
+                                                      SyncOutput& out, bool live);
+    SyncOutput on_digest();
+
+    SyncContext& m_ctx;
+    std::string m_peer;
+    std::optional<User> m_user;
+    Scope m_scope;
+    std::string m_device_id;
+    protocol::ReplicaId m_replica;
+    std::uint64_t m_cursor = 0;  ///< what this session has been sent up to
+    bool m_live = false;
+};
+
+}  // namespace fieldsync::server

@@ -1,0 +1,236 @@
+// The store's writer thread with group commit. Design: store_worker.hpp.
+#include "fieldsync/server/store_worker.hpp"
+
+#include <chrono>
+
+namespace fieldsync::server {
+
+namespace {
+std::uint64_t system_ms() {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+}
+}  // namespace
+
+StoreWorker::StoreWorker(std::unique_ptr<Store> writer, protocol::Schema schema, Options options)
+    : m_store(std::move(writer)),
+      m_schema(std::move(schema)),
+      m_options(std::move(options)),
+      m_clock(m_options.now_ms ? protocol::ClockSource(m_options.now_ms)
+                               : protocol::ClockSource(system_ms),
+              m_options.limits.max_clock_ahead_ms) {
+    if (!m_options.now_ms) m_options.now_ms = system_ms;
+    m_server_replica = m_store->server_replica();
+    m_ctx.store = m_store.get();
+    m_ctx.schema = &m_schema;
+    m_ctx.now_ms = m_options.now_ms;
+    m_ctx.clock = &m_clock;
+    m_ctx.throttle = &m_throttle;
+    m_ctx.stats = &m_stats;
+    m_ctx.limits = m_options.limits;
+    if (auto n = m_store->count_open_conflicts()) m_stats.open_conflicts = *n;
+    m_thread = std::thread([this] { run(); });
+}
+
+StoreWorker::~StoreWorker() { stop(); }
+
+void StoreWorker::stop() {
+    {
+        std::lock_guard lock(m_mutex);
+        if (m_stopping && !m_thread.joinable()) return;
+        m_stopping = true;
+    }
+    m_cv.notify_all();
+    if (m_thread.joinable()) m_thread.join();
+}
+
+StoreWorker::SessionId StoreWorker::open_session(std::string peer, SendFn send) {
+    std::lock_guard lock(m_mutex);
+    SessionId id = m_next_id++;
+    m_opening.push_back({id, {std::move(peer), std::move(send)}});
+    m_stats.sessions++;
+    return id;
+}
+
+void StoreWorker::frame(SessionId id, protocol::Bytes frame) {
+    {
+        std::lock_guard lock(m_mutex);
+        Item it{Item::session_frame, id, std::move(frame), {}, {}};
+        m_queue.push_back(std::move(it));
+        m_stats.queue_depth = m_queue.size();
+    }
+    m_cv.notify_one();
+}
+
+void StoreWorker::close_session(SessionId id) {
+    {
+        std::lock_guard lock(m_mutex);
+        m_closing.push_back(id);
+        if (m_stats.sessions > 0) m_stats.sessions--;
+    }
+    m_cv.notify_one();
+}
+
+void StoreWorker::post(Job job, Done done) {
+    {
+        std::lock_guard lock(m_mutex);
+        Item it{Item::api_job, 0, {}, std::move(job), std::move(done)};
+        m_queue.push_back(std::move(it));
+        m_stats.queue_depth = m_queue.size();
+    }
+    m_cv.notify_one();
+}
+
+Status StoreWorker::run_sync(Job job) {
+    std::mutex m;
+    std::condition_variable cv;
+    bool finished = false;
+    Status result;
+    post(std::move(job), [&](const Status& st) {
+        std::lock_guard lock(m);
+        result = st;
+        finished = true;
+        cv.notify_one();
+    });
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return finished; });
+    return result;
+}
+
+void StoreWorker::set_schema(protocol::Schema schema) {
+    // The schema pointer in m_ctx stays valid: only the value changes, under the mutex, and
+    // sessions read it on the worker thread, which is the only writer once started.
+    post(
+        [this, s = std::move(schema)](Store&, const protocol::Schema&) mutable {
+            std::lock_guard lock(m_schema_mutex);
+            m_schema = std::move(s);
+            return false;
+        },
+        [](const Status&) {});
+}
+
+protocol::Schema StoreWorker::schema() const {
+    std::lock_guard lock(m_schema_mutex);
+    return m_schema;
+}
+
+void StoreWorker::run() {
+    for (;;) {
+        std::vector<Item> items;
+        std::vector<std::pair<SessionId, std::pair<std::string, SendFn>>> opening;
+        std::vector<SessionId> closing;
+        {
+            std::unique_lock lock(m_mutex);
+            m_cv.wait(lock, [&] {
+                return m_stopping || !m_queue.empty() || !m_opening.empty() || !m_closing.empty();
+            });
+            opening.swap(m_opening);
+            closing.swap(m_closing);
+            while (!m_queue.empty() && items.size() < m_options.max_group) {
+                items.push_back(std::move(m_queue.front()));
+                m_queue.pop_front();
+            }
+            m_stats.queue_depth = m_queue.size();
+            if (items.empty() && opening.empty() && closing.empty() && m_stopping) return;
+        }
+        for (auto& [id, o] : opening) {
+            m_sessions.emplace(id, SessionSlot{std::make_unique<SyncSession>(m_ctx, std::move(o.first)),
+                                               std::move(o.second)});
+        }
+        if (!items.empty()) run_group(items);
+        for (SessionId id : closing) m_sessions.erase(id);
+    }
+}
+
+void StoreWorker::run_group(std::vector<Item>& items) {
+    struct Pending {
+        SessionId session = 0;
+        SyncOutput out;
+        Done done;
+        bool is_job = false;
+    };
+    std::vector<Pending> pending;
+    pending.reserve(items.size());
+    bool wrote = false;
+    Status begun = m_store->begin();
+    m_ctx.touched_areas.clear();
+    for (auto& it : items) {
+        m_stats.jobs++;
+        if (it.kind == Item::session_frame) {
+            auto slot = m_sessions.find(it.session);
+            if (slot == m_sessions.end()) continue;  // closed meanwhile
+            if (!begun) {
+                SyncOutput out;
+                out.close = true;
+                out.close_code = 1011;
+                out.close_reason = "store unavailable";
+                pending.push_back({it.session, std::move(out), {}, false});
+                continue;
+            }
+            SyncOutput out = slot->second.session->handle(it.frame);
+            wrote = wrote || out.wrote;
+            pending.push_back({it.session, std::move(out), {}, false});
+        } else {
+            bool job_wrote = false;
+            if (begun) {
+                std::lock_guard lock(m_schema_mutex);
+                job_wrote = it.job(*m_store, m_schema);
+            }
+            wrote = wrote || job_wrote;
+            pending.push_back({0, {}, std::move(it.done), true});
+        }
+    }
+    Status committed = begun;
+    if (begun) {
+        const auto t0 = std::chrono::steady_clock::now();
+        committed = m_store->commit();
+        m_stats.commit_us_total += static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+                .count());
+        if (!committed) {
+            m_store->rollback();
+            m_stats.commits_failed++;
+        }
+    }
+    m_stats.groups++;
+    for (auto& p : pending) {
+        if (p.is_job) {
+            if (p.done) p.done(committed);
+            continue;
+        }
+        auto slot = m_sessions.find(p.session);
+        if (slot == m_sessions.end()) continue;
+        if (!committed && p.out.wrote) {
+            // Never acknowledge what did not become durable.
+            SyncOutput out;
+            out.close = true;
+            out.close_code = 1011;
+            out.close_reason = "commit failed: " + committed.error().message;
+            slot->second.send(std::move(out));
+        } else {
+            slot->second.send(std::move(p.out));
+        }
+    }
+    if (wrote && committed) {
+        if (auto n = m_store->count_open_conflicts()) m_stats.open_conflicts = *n;
+        // Wake the live sessions whose scope the changes touched.
+        for (auto& [id, slot] : m_sessions) {
+            SyncSession& s = *slot.session;
+            if (!s.live()) continue;
+            bool touched = false;
+            for (const auto& area : m_ctx.touched_areas) {
+                if (s.scope().covers(area)) {
+                    touched = true;
+                    break;
+                }
+            }
+            if (!touched) continue;
+            SyncOutput out = s.catch_up();
+            if (!out.frames.empty()) slot.send(std::move(out));
+        }
+    }
+    m_ctx.touched_areas.clear();
+}
+
+}  // namespace fieldsync::server
