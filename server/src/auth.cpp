@@ -149,7 +149,8 @@ std::string token_hash(std::string_view token) {
 
 std::int64_t LoginThrottle::delay(unsigned level) const noexcept {
     std::int64_t d = m_options.base_delay_ms;
-    for (unsigned i = 1; i < level && d < m_options.max_delay_ms; ++i) d *= 2;
+    for (unsigned i = 1; i < level && d < m_options.max_delay_ms; ++i)
+        d *= 2;
     return std::min(d, m_options.max_delay_ms);
 }
 
@@ -173,9 +174,8 @@ void LoginThrottle::record_failure(std::string_view key, std::int64_t now_ms) {
     if (e.level > 0 && now_ms >= e.locked_until + m_options.window_ms) e.level = 0;
     // Failures older than the window no longer count.
     const std::int64_t horizon = now_ms - m_options.window_ms;
-    e.failures.erase(e.failures.begin(),
-                     std::find_if(e.failures.begin(), e.failures.end(),
-                                  [&](std::int64_t t) { return t > horizon; }));
+    e.failures.erase(e.failures.begin(), std::find_if(e.failures.begin(), e.failures.end(),
+                                                      [&](std::int64_t t) { return t > horizon; }));
     e.failures.push_back(now_ms);
     if (e.failures.size() > std::max<std::size_t>(m_options.max_failures, 1))
         e.failures.erase(e.failures.begin());

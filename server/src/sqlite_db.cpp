@@ -125,7 +125,8 @@ protocol::Id128 Stmt::col_id(int c) const noexcept {
     protocol::Id128 id;
     const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(m_stmt, c));
     if (p && sqlite3_column_bytes(m_stmt, c) == static_cast<int>(id.bytes.size())) {
-        for (std::size_t i = 0; i < id.bytes.size(); ++i) id.bytes[i] = p[i];
+        for (std::size_t i = 0; i < id.bytes.size(); ++i)
+            id.bytes[i] = p[i];
     }
     return id;
 }
@@ -149,8 +150,8 @@ Stmt Connection::cached(std::string_view op, std::string_view sql) {
 
 Stmt Connection::once(std::string_view op, std::string_view sql) {
     sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v3(m_db.get(), sql.data(), static_cast<int>(sql.size()), 0, &s,
-                           nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(m_db.get(), sql.data(), static_cast<int>(sql.size()), 0, &s, nullptr) !=
+        SQLITE_OK) {
         sqlite3_finalize(s);
         return Stmt(m_db.get(), sqlite_error(m_db.get(), op));
     }

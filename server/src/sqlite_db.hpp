@@ -93,9 +93,7 @@ public:
         return static_cast<std::uint64_t>(sqlite3_column_int64(m_stmt, c));
     }
     bool col_bool(int c) const noexcept { return sqlite3_column_int64(m_stmt, c) != 0; }
-    bool col_is_null(int c) const noexcept {
-        return sqlite3_column_type(m_stmt, c) == SQLITE_NULL;
-    }
+    bool col_is_null(int c) const noexcept { return sqlite3_column_type(m_stmt, c) == SQLITE_NULL; }
     std::string col_text(int c) const;
     protocol::Bytes col_blob(int c) const;
     /// The column as a 16-byte id; a column of another length reads as the nil id (the schema's

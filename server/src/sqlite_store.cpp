@@ -191,15 +191,15 @@ std::string with_scope(const char* param) {
 }
 // True when the scope covers the area in column `col` (see the scope rule above).
 std::string in_scope(const char* col) {
-    return std::string("EXISTS (SELECT 1 FROM scope WHERE ") + col + " = scope.a OR substr(" +
-           col + ", 1, length(scope.a) + 1) = scope.a || '/')";
+    return std::string("EXISTS (SELECT 1 FROM scope WHERE ") + col + " = scope.a OR substr(" + col +
+           ", 1, length(scope.a) + 1) = scope.a || '/')";
 }
 
 constexpr const char* record_cols =
     "r.collection, r.id, r.area, r.seq, r.schema_version, r.deleted, r.updated_at_ms, r.state";
 
-const std::string sql_get_record = std::string("SELECT ") + record_cols +
-                                   " FROM records r WHERE r.collection = ?1 AND r.id = ?2";
+const std::string sql_get_record =
+    std::string("SELECT ") + record_cols + " FROM records r WHERE r.collection = ?1 AND r.id = ?2";
 const std::string sql_changes_records = with_scope("?2") + "SELECT " + record_cols +
                                         " FROM records r WHERE r.seq > ?1 AND " +
                                         in_scope("r.area") + " ORDER BY r.seq LIMIT ?3";
@@ -233,7 +233,8 @@ const std::string sql_get_conflict =
 
 constexpr const char* user_cols =
     "id, name, display_name, role, disabled, password_hash, created_at_ms";
-const std::string sql_user_by_name = std::string("SELECT ") + user_cols + " FROM users WHERE name = ?1";
+const std::string sql_user_by_name =
+    std::string("SELECT ") + user_cols + " FROM users WHERE name = ?1";
 const std::string sql_user_by_id = std::string("SELECT ") + user_cols + " FROM users WHERE id = ?1";
 const std::string sql_list_users = std::string("SELECT ") + user_cols + " FROM users ORDER BY name";
 
@@ -242,12 +243,17 @@ constexpr const char* device_cols =
 const std::string sql_device = std::string("SELECT ") + device_cols + " FROM devices WHERE id = ?1";
 const std::string sql_device_by_replica =
     std::string("SELECT ") + device_cols + " FROM devices WHERE replica = ?1";
-const std::string sql_list_devices = std::string("SELECT ") + device_cols + " FROM devices ORDER BY id";
+const std::string sql_list_devices =
+    std::string("SELECT ") + device_cols + " FROM devices ORDER BY id";
 
 // --- Helpers ------------------------------------------------------------------------------
 
-Error invalid(std::string message) { return Error{protocol_errc::invalid_value, std::move(message)}; }
-Error internal(std::string message) { return Error{protocol_errc::internal, std::move(message)}; }
+Error invalid(std::string message) {
+    return Error{protocol_errc::invalid_value, std::move(message)};
+}
+Error internal(std::string message) {
+    return Error{protocol_errc::internal, std::move(message)};
+}
 
 std::int64_t clamp_limit(std::size_t limit) noexcept {
     constexpr std::size_t max_limit = std::size_t{1} << 30;
@@ -257,7 +263,8 @@ std::int64_t clamp_limit(std::size_t limit) noexcept {
 std::string scope_json(const Scope& scope) {
     boost::json::array a;
     a.reserve(scope.areas.size());
-    for (const auto& area : scope.areas) a.emplace_back(boost::json::string_view(area));
+    for (const auto& area : scope.areas)
+        a.emplace_back(boost::json::string_view(area));
     return boost::json::serialize(a);
 }
 
@@ -298,7 +305,8 @@ Result<User> read_user(const Stmt& q, std::string_view op) {
     u.display_name = q.col_text(2);
     const std::string role = q.col_text(3);
     auto parsed = parse_role(role);
-    if (!parsed) return internal(std::string(op) + ": user " + u.name + " has unknown role '" + role + "'");
+    if (!parsed)
+        return internal(std::string(op) + ": user " + u.name + " has unknown role '" + role + "'");
     u.role = *parsed;
     u.disabled = q.col_bool(4);
     u.password_hash = q.col_text(5);
@@ -357,7 +365,8 @@ public:
     }
 
     Status commit() override {
-        if (m_depth == 0) return internal("commit: no transaction is open (begin() was not called)");
+        if (m_depth == 0)
+            return internal("commit: no transaction is open (begin() was not called)");
         --m_depth;
         if (m_depth > 0) {
             if (m_doomed) return doomed_error("commit");
@@ -395,8 +404,7 @@ public:
     }
 
     Status savepoint() override {
-        if (m_depth == 0)
-            return internal("savepoint: no transaction is open (call begin() first)");
+        if (m_depth == 0) return internal("savepoint: no transaction is open (call begin() first)");
         if (auto st = check_writable("savepoint"); !st) return st;
         if (auto st = m_conn.cached("savepoint", "SAVEPOINT fs_sp").run(); !st) return st;
         ++m_savepoints;
@@ -494,7 +502,8 @@ public:
 
         std::optional<std::string> old_area;
         {
-            auto q = m_conn.cached(op, "SELECT area FROM records WHERE collection = ?1 AND id = ?2");
+            auto q =
+                m_conn.cached(op, "SELECT area FROM records WHERE collection = ?1 AND id = ?2");
             q.bind_text(1, w.collection).bind_id(2, w.id);
             auto row = q.next();
             if (!row) return row.error();
@@ -532,7 +541,10 @@ public:
             auto q = m_conn.cached(op,
                                    "INSERT INTO moves(seq, collection, record_id, from_area, "
                                    "to_area) VALUES (?1, ?2, ?3, ?4, ?5)");
-            q.bind_u64(1, seq).bind_text(2, w.collection).bind_id(3, w.id).bind_text(4, *old_area)
+            q.bind_u64(1, seq)
+                .bind_text(2, w.collection)
+                .bind_id(3, w.id)
+                .bind_text(4, *old_area)
                 .bind_text(5, w.area);
             if (auto st = q.run(); !st) return st.error();
         }
@@ -615,7 +627,8 @@ public:
         // One move per record (its latest in the page), and none for a record whose current
         // state, back in scope, is in the page after it.
         std::map<std::pair<std::string, RecordId>, std::uint64_t> record_seq;
-        for (const auto& r : records) record_seq[{r.collection, r.id}] = r.seq;
+        for (const auto& r : records)
+            record_seq[{r.collection, r.id}] = r.seq;
         std::map<std::pair<std::string, RecordId>, std::size_t> latest_move;
         for (std::size_t k = 0; k < moves.size(); ++k)
             latest_move[{moves[k].collection, moves[k].id}] = k;
@@ -683,22 +696,23 @@ public:
         }
         std::size_t purged = 0;
         {
-            auto q = m_conn.cached(op,
-                                   "DELETE FROM records WHERE deleted = 1 AND updated_at_ms < ?1");
+            auto q =
+                m_conn.cached(op, "DELETE FROM records WHERE deleted = 1 AND updated_at_ms < ?1");
             q.bind_int(1, before_ms);
             if (auto st = q.run(); !st) return st.error();
             purged = static_cast<std::size_t>(q.changes());
         }
         {
-            auto q = m_conn.cached(
-                op, "UPDATE meta SET value = max(value, ?1) WHERE key = 'purge_seq'");
+            auto q =
+                m_conn.cached(op, "UPDATE meta SET value = max(value, ?1) WHERE key = 'purge_seq'");
             q.bind_u64(1, max_seq);
             if (auto st = q.run(); !st) return st.error();
         }
         {
             // A cursor below purge_seq must re-bootstrap, so older moves serve nobody.
             auto q = m_conn.cached(
-                op, "DELETE FROM moves WHERE seq <= (SELECT value FROM meta WHERE key = 'purge_seq')");
+                op,
+                "DELETE FROM moves WHERE seq <= (SELECT value FROM meta WHERE key = 'purge_seq')");
             if (auto st = q.run(); !st) return st.error();
         }
         if (auto st = scope.release(); !st) return st.error();
@@ -858,8 +872,8 @@ public:
     }
 
     Result<std::size_t> count_open_conflicts() override {
-        auto q = m_conn.cached("count_open_conflicts",
-                               "SELECT count(*) FROM conflicts WHERE open = 1");
+        auto q =
+            m_conn.cached("count_open_conflicts", "SELECT count(*) FROM conflicts WHERE open = 1");
         auto row = q.next();
         if (!row) return row.error();
         return static_cast<std::size_t>(q.col_int(0));
@@ -1067,9 +1081,9 @@ public:
         std::string owner = "another device";
         if (auto other = device_by_replica(d.replica); other && *other)
             owner = "device " + (*other)->id;
-        return Error{protocol_errc::replica_conflict, "put_device: replica " +
-                                                          d.replica.to_string() +
-                                                          " is already bound to " + owner};
+        return Error{
+            protocol_errc::replica_conflict,
+            "put_device: replica " + d.replica.to_string() + " is already bound to " + owner};
     }
 
     Result<std::vector<Device>> list_devices() override {
@@ -1113,8 +1127,8 @@ public:
             auto row = q.next();
             if (!row) return row.error();
             if (!*row) break;
-            out.push_back(Area{q.col_text(0), q.col_text(1), q.col_text(2), q.col_text(3),
-                               q.col_text(4)});
+            out.push_back(
+                Area{q.col_text(0), q.col_text(1), q.col_text(2), q.col_text(3), q.col_text(4)});
         }
         return out;
     }
@@ -1127,7 +1141,8 @@ private:
     public:
         OpScope(SqliteStore& store, std::string_view op) : m_store(store), m_op(op) {
             m_own_txn = !store.m_conn.in_transaction();
-            auto st = store.m_conn.cached(op, m_own_txn ? "BEGIN IMMEDIATE" : "SAVEPOINT fs_op").run();
+            auto st =
+                store.m_conn.cached(op, m_own_txn ? "BEGIN IMMEDIATE" : "SAVEPOINT fs_op").run();
             if (!st) m_error = std::move(st).error();
             m_active = m_error.message.empty();
         }
@@ -1223,8 +1238,8 @@ private:
     Status write_assignments(std::string_view op, std::int64_t user_id,
                              const std::vector<std::string>& areas) {
         for (const auto& area : areas) {
-            auto q = m_conn.cached(op,
-                                   "INSERT OR IGNORE INTO assignments(user_id, area) VALUES (?1, ?2)");
+            auto q = m_conn.cached(
+                op, "INSERT OR IGNORE INTO assignments(user_id, area) VALUES (?1, ?2)");
             q.bind_int(1, user_id).bind_text(2, area);
             if (auto st = q.run(); !st) return st;
         }
@@ -1260,9 +1275,9 @@ private:
     Connection m_conn;
     bool m_read_only = false;
     ReplicaId m_replica;
-    int m_depth = 0;       // begin() levels open
-    int m_savepoints = 0;  // user savepoints open
-    bool m_doomed = false; // rolled back while begin() levels remain
+    int m_depth = 0;        // begin() levels open
+    int m_savepoints = 0;   // user savepoints open
+    bool m_doomed = false;  // rolled back while begin() levels remain
 };
 
 // --- Opening --------------------------------------------------------------------------------
@@ -1305,7 +1320,8 @@ Status check_version(const std::filesystem::path& path, int version) {
 
 // Applies the missing migrations and creates the server replica id, in one transaction.
 Status migrate(Connection& c, const std::filesystem::path& path) {
-    if (auto st = c.exec("migrate", "BEGIN IMMEDIATE"); !st) return open_error(path, st.error().message);
+    if (auto st = c.exec("migrate", "BEGIN IMMEDIATE"); !st)
+        return open_error(path, st.error().message);
     auto fail = [&](const std::string& what) -> Status {
         (void)c.exec("migrate", "ROLLBACK");
         return open_error(path, what);
@@ -1348,9 +1364,9 @@ Status migrate(Connection& c, const std::filesystem::path& path) {
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& path,
                                                  const SqliteOptions& options) {
-    const int flags = (options.read_only ? SQLITE_OPEN_READONLY
-                                         : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
-                      SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+    const int flags =
+        (options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+        SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
     sqlite3* raw = nullptr;
     const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
     sqlite::DbPtr db(raw);
@@ -1387,9 +1403,8 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& pa
         if (!version) return open_error(path, version.error().message);
         if (auto st = check_version(path, *version); !st) return st.error();
         if (*version < latest_migration) {
-            return open_error(path, "the store is at schema migration " +
-                                        std::to_string(*version) + ", not " +
-                                        std::to_string(latest_migration) +
+            return open_error(path, "the store is at schema migration " + std::to_string(*version) +
+                                        ", not " + std::to_string(latest_migration) +
                                         "; open the writer first (it migrates)");
         }
     }

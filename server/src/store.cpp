@@ -9,9 +9,12 @@ namespace fieldsync::server {
 
 const char* to_string(Role r) noexcept {
     switch (r) {
-        case Role::enumerator: return "enumerator";
-        case Role::supervisor: return "supervisor";
-        case Role::admin: return "admin";
+        case Role::enumerator:
+            return "enumerator";
+        case Role::supervisor:
+            return "supervisor";
+        case Role::admin:
+            return "admin";
     }
     return "unknown";
 }

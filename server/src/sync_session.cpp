@@ -167,7 +167,12 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
         }
         auto u = store.user_by_name(pw->user);
         if (!u) return store_failure(u.error());
-        if (!*u || !verify_password(pw->password, (*u)->password_hash)) {
+        // An unknown user costs the same PBKDF2 work as a wrong password, so response times
+        // do not tell which user names exist.
+        static const std::string dummy_hash = hash_password("fieldsync-dummy-password");
+        const bool valid = *u ? verify_password(pw->password, (*u)->password_hash)
+                              : (verify_password(pw->password, dummy_hash), false);
+        if (!valid) {
             if (m_ctx.throttle) {
                 m_ctx.throttle->record_failure(key, static_cast<std::int64_t>(now));
                 m_ctx.throttle->record_failure(peer_key, static_cast<std::int64_t>(now));

@@ -176,7 +176,8 @@ TEST_CASE("Auth: the login throttle locks after 5 failures, for longer each time
     SUBCASE("a success forgets everything") {
         th.record_success(key);
         CHECK(th.allow(key, now));
-        for (int i = 0; i < 4; ++i) th.record_failure(key, now);
+        for (int i = 0; i < 4; ++i)
+            th.record_failure(key, now);
         CHECK(th.allow(key, now));
     }
     SUBCASE("after a quiet window following the lock, the key is cool again") {
@@ -216,7 +217,8 @@ TEST_CASE("Auth: throttle options and sweeping of cool keys") {
     CHECK(th.retry_after_ms("k", 310) == 250);
 
     // Many one-off keys long ago are swept once the map grows past max_keys.
-    for (int i = 0; i < 30; ++i) th.record_failure("old" + std::to_string(i), 0);
+    for (int i = 0; i < 30; ++i)
+        th.record_failure("old" + std::to_string(i), 0);
     CHECK(th.size() > 10);
     th.record_failure("new", 1'000'000);
     CHECK(th.size() <= 2);  // "new" (and nothing cool survives)
@@ -236,6 +238,7 @@ TEST_CASE("Auth: the throttle is safe to use from several threads") {
             }
         });
     }
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+        t.join();
     CHECK(th.size() <= 7);
 }

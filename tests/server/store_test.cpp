@@ -102,8 +102,12 @@ p::Id128 id_of(std::uint8_t kind, std::uint32_t n) {
     id.bytes[15] = static_cast<std::uint8_t>(n);
     return id;
 }
-RecordId rid(std::uint32_t n) { return id_of(0x01, n); }
-ReplicaId replica_of(std::uint32_t n) { return id_of(0x02, n); }
+RecordId rid(std::uint32_t n) {
+    return id_of(0x01, n);
+}
+ReplicaId replica_of(std::uint32_t n) {
+    return id_of(0x02, n);
+}
 
 RecordWrite rw(const std::string& collection, std::uint32_t n, const std::string& area,
                std::int64_t at_ms = 1000, bool deleted = false) {
@@ -125,7 +129,9 @@ std::uint64_t put(Store& s, const RecordWrite& w) {
     return *r;
 }
 
-void ok(const Status& st) { REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().message)); }
+void ok(const Status& st) {
+    REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().message));
+}
 
 template <class T>
 T ok(Result<T> r) {
@@ -133,7 +139,9 @@ T ok(Result<T> r) {
     return std::move(*r);
 }
 
-Scope scope_of(std::vector<std::string> areas) { return Scope{std::move(areas)}; }
+Scope scope_of(std::vector<std::string> areas) {
+    return Scope{std::move(areas)};
+}
 
 User user_named(const std::string& name, std::vector<std::string> areas = {},
                 Role role = Role::enumerator) {
@@ -237,8 +245,7 @@ TEST_CASE_TEMPLATE("Store: schemas are stored by version and immutable", F,
 
 // --- Records ------------------------------------------------------------------------------
 
-TEST_CASE_TEMPLATE("Store: records are put, read back and replaced", F,
-                   FIELDSYNC_STORE_FACTORIES) {
+TEST_CASE_TEMPLATE("Store: records are put, read back and replaced", F, FIELDSYNC_STORE_FACTORIES) {
     StoreFixture<F> fx;
     Store& s = fx.s();
     CHECK_FALSE(ok(s.get_record("households", rid(1))).has_value());
@@ -310,19 +317,21 @@ TEST_CASE_TEMPLATE("Store: changes() filters by scope with prefix semantics", F,
     StoreFixture<F> fx;
     Store& s = fx.s();
     const std::vector<std::string> areas = {
-        "ordos/hang",          "ordos/hang/a",        "ordos/hang/a/b",  "ordos/hanggin/x",
-        "ordos/hanggin",       "ordos/han",           "ordos",           "ordos/h_ng/x",
-        "ordos/h%ng",          "ordos/hangX",         "other/hang",      "ordos/hang%/x",
+        "ordos/hang",    "ordos/hang/a", "ordos/hang/a/b", "ordos/hanggin/x",
+        "ordos/hanggin", "ordos/han",    "ordos",          "ordos/h_ng/x",
+        "ordos/h%ng",    "ordos/hangX",  "other/hang",     "ordos/hang%/x",
     };
     std::uint32_t n = 0;
-    for (const auto& a : areas) put(s, rw("households", ++n, a));
+    for (const auto& a : areas)
+        put(s, rw("households", ++n, a));
 
     auto areas_for = [&](const Scope& scope) {
         std::set<std::string> got;
         auto page = ok(s.changes(0, scope, 100));
         CHECK_FALSE(page.more);
         CHECK(page.next_cursor == ok(s.last_seq()));
-        for (const auto& r : page.records) got.insert(r.area);
+        for (const auto& r : page.records)
+            got.insert(r.area);
         return got;
     };
     CHECK(areas_for(scope_of({"ordos/hang"})) ==
@@ -363,7 +372,8 @@ TEST_CASE_TEMPLATE("Store: changes() pages resume from next_cursor without gaps 
         CAPTURE(limit);
         auto all = pull_all(s, 0, scope, limit);
         std::vector<std::uint64_t> got;
-        for (const auto& r : all.records) got.push_back(r.seq);
+        for (const auto& r : all.records)
+            got.push_back(r.seq);
         CHECK(got == in_scope_seqs);
         CHECK(all.moves.empty());
         CHECK(all.cursor == ok(s.last_seq()));
@@ -445,8 +455,8 @@ TEST_CASE_TEMPLATE("Store: moves out of scope appear once, in their own sequence
 
     SUBCASE("a record moved out and back in within one page comes as a record, not a move") {
         const auto before = ok(s.last_seq());
-        put(s, rw("households", 2, "ordos/dalad/q"));   // out
-        put(s, rw("households", 2, "ordos/hang/back")); // back in
+        put(s, rw("households", 2, "ordos/dalad/q"));    // out
+        put(s, rw("households", 2, "ordos/hang/back"));  // back in
         auto pg = ok(s.changes(before, scope, 10));
         CHECK(pg.moves_out.empty());
         REQUIRE(pg.records.size() == 1);
@@ -480,9 +490,9 @@ TEST_CASE_TEMPLATE("Store: a client following changes() converges to its scope (
                                      : std::random_device{}();
     INFO("seed " << seed << " (set FIELDSYNC_SEED to replay)");
     std::mt19937 rng(seed);
-    const std::vector<std::string> areas = {"ordos/hang",    "ordos/hang/a",  "ordos/hang/a/b",
-                                            "ordos/hanggin", "ordos/hanggin/x", "ordos/dalad",
-                                            "ordos/dalad/c", "ordos"};
+    const std::vector<std::string> areas = {
+        "ordos/hang",      "ordos/hang/a", "ordos/hang/a/b", "ordos/hanggin",
+        "ordos/hanggin/x", "ordos/dalad",  "ordos/dalad/c",  "ordos"};
     const std::vector<Scope> scopes = {scope_of({"ordos/hang"}), scope_of({"ordos/hanggin"}),
                                        scope_of({"ordos/hang/a", "ordos/dalad"}),
                                        scope_of({"ordos"})};
@@ -494,7 +504,8 @@ TEST_CASE_TEMPLATE("Store: a client following changes() converges to its scope (
     };
     std::vector<Client> clients;
     for (const auto& sc : scopes)
-        for (std::size_t limit : {1u, 3u, 50u}) clients.push_back(Client{sc, limit, 0, {}});
+        for (std::size_t limit : {1u, 3u, 50u})
+            clients.push_back(Client{sc, limit, 0, {}});
 
     for (int round = 0; round < 12; ++round) {
         const int writes = static_cast<int>(rng() % 12);
@@ -509,8 +520,10 @@ TEST_CASE_TEMPLATE("Store: a client following changes() converges to its scope (
             std::vector<std::pair<std::uint64_t, const void*>> order;
             std::map<std::uint64_t, const Move*> moves;
             std::map<std::uint64_t, const StoredRecord*> recs;
-            for (const auto& m : got.moves) moves[m.seq] = &m;
-            for (const auto& r : got.records) recs[r.seq] = &r;
+            for (const auto& m : got.moves)
+                moves[m.seq] = &m;
+            for (const auto& r : got.records)
+                recs[r.seq] = &r;
             auto mi = moves.begin();
             auto ri = recs.begin();
             while (mi != moves.end() || ri != recs.end()) {
@@ -532,7 +545,8 @@ TEST_CASE_TEMPLATE("Store: a client following changes() converges to its scope (
                 auto r = ok(s.get_record(coll, rid(n)));
                 if (!r) continue;
                 bool covered = false;
-                for (const auto& a : c.scope.areas) covered = covered || p::area_contains(a, r->area);
+                for (const auto& a : c.scope.areas)
+                    covered = covered || p::area_contains(a, r->area);
                 if (covered) expected[{coll, rid(n)}] = r->seq;
             }
         }
@@ -558,7 +572,8 @@ TEST_CASE_TEMPLATE("Store: query_records filters and pages by seq", F, FIELDSYNC
     q.scope = scope_of({"ordos/hang"});
     auto ids = [&](const RecordQuery& rq) {
         std::vector<std::uint32_t> out;
-        for (const auto& r : ok(s.query_records(rq))) out.push_back(r.id.bytes[15]);
+        for (const auto& r : ok(s.query_records(rq)))
+            out.push_back(r.id.bytes[15]);
         return out;
     };
     CHECK(ids(q) == std::vector<std::uint32_t>{1, 3, 6});
@@ -621,7 +636,7 @@ TEST_CASE_TEMPLATE("Store: purge_tombstones deletes old tombstones and raises pu
     Store& s = fx.s();
     put(s, rw("households", 1, "ordos/a", 1000, true));
     const auto old_tomb = put(s, rw("households", 2, "ordos/a", 2000, true));
-    put(s, rw("households", 3, "ordos/a", 1500));         // live, old: kept
+    put(s, rw("households", 3, "ordos/a", 1500));                           // live, old: kept
     const auto fresh = put(s, rw("households", 4, "ordos/a", 9000, true));  // recent: kept
     put(s, rw("households", 5, "ordos/a", 1000));
     put(s, rw("households", 5, "ordos/b", 1000));  // a move, below the purge point
@@ -862,8 +877,8 @@ TEST_CASE_TEMPLATE("Store: reconcile_conflicts opens, updates and closes per fie
     const std::string area = "ordos/hang/a";
 
     auto c = ok(s.reconcile_conflicts("households", rid(1), area,
-                                      {OF{"income", R"([1,2])"}, OF{"status", R"(["a","b"])"}},
-                                      "", "", 1000, ""));
+                                      {OF{"income", R"([1,2])"}, OF{"status", R"(["a","b"])"}}, "",
+                                      "", 1000, ""));
     CHECK(c.opened == 2);
     CHECK(c.closed == 0);
     CHECK(ok(s.count_open_conflicts()) == 2);
@@ -877,8 +892,8 @@ TEST_CASE_TEMPLATE("Store: reconcile_conflicts opens, updates and closes per fie
 
     // New competing values update the open conflict in place.
     c = ok(s.reconcile_conflicts("households", rid(1), area,
-                                 {OF{"income", R"([1,2,3])"}, OF{"status", R"(["a","b"])"}}, "",
-                                 "", 3000, ""));
+                                 {OF{"income", R"([1,2,3])"}, OF{"status", R"(["a","b"])"}}, "", "",
+                                 3000, ""));
     CHECK(c.opened == 0);
     CHECK(c.closed == 0);
     auto open = ok(s.list_conflicts(ConflictFilter{true, "", "income", 0, 100, 0}));
@@ -1008,7 +1023,8 @@ TEST_CASE_TEMPLATE("Store: users are added, found, updated and listed", F,
         auto dup = s.add_user(user_named("ana"));
         REQUIRE_FALSE(dup.ok());
         CHECK(dup.error().code == p::protocol_errc::invalid_value);
-        CHECK(dup.error().message == "add_user: the user name 'ana' is already taken; choose another");
+        CHECK(dup.error().message ==
+              "add_user: the user name 'ana' is already taken; choose another");
         CHECK(ok(s.list_users()).size() == 2);
 
         User rename = *ok(s.user_by_id(bo));
@@ -1168,7 +1184,9 @@ struct RawDb {
         sqlite3_finalize(s);
         return out;
     }
-    void exec(const char* sql) { REQUIRE(sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK); }
+    void exec(const char* sql) {
+        REQUIRE(sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK);
+    }
 };
 
 }  // namespace

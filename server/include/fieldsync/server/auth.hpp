@@ -28,8 +28,7 @@ inline constexpr int default_password_iterations = 210000;
 /// Hashes `password` with a fresh random salt, in the format above.
 /// Throws std::invalid_argument when iterations < 1 (a bug), std::runtime_error when OpenSSL's
 /// random generator or PBKDF2 fails (an environment failure). \note Thread-safe.
-std::string hash_password(std::string_view password,
-                          int iterations = default_password_iterations);
+std::string hash_password(std::string_view password, int iterations = default_password_iterations);
 
 /// True when `password` matches `stored` (compared in constant time with CRYPTO_memcmp).
 /// A malformed `stored` (wrong scheme, bad hex, iterations outside 1..10,000,000, salt outside
@@ -48,11 +47,11 @@ std::string token_hash(std::string_view token);
 
 /// Limits of a LoginThrottle.
 struct LoginThrottleOptions {
-    std::size_t max_failures = 5;              ///< failures within `window_ms` before a lock
-    std::int64_t window_ms = 15 * 60 * 1000;   ///< how long a failure counts
-    std::int64_t base_delay_ms = 30 * 1000;    ///< first lock; each further one doubles it
-    std::int64_t max_delay_ms = 15 * 60 * 1000;///< longest lock
-    std::size_t max_keys = 100000;             ///< keys kept before idle ones are swept
+    std::size_t max_failures = 5;                ///< failures within `window_ms` before a lock
+    std::int64_t window_ms = 15 * 60 * 1000;     ///< how long a failure counts
+    std::int64_t base_delay_ms = 30 * 1000;      ///< first lock; each further one doubles it
+    std::int64_t max_delay_ms = 15 * 60 * 1000;  ///< longest lock
+    std::size_t max_keys = 100000;               ///< keys kept before idle ones are swept
 };
 
 /// Refuses logins for a key (a user name or a client address; prefix them, e.g. "user:ana",
@@ -99,8 +98,8 @@ private:
     LoginThrottleOptions m_options;
     mutable std::mutex m_mutex;
     std::map<std::string, Entry, std::less<>> m_entries;  // guarded by m_mutex
-    std::size_t m_sweep_at = 0;                            // guarded by m_mutex
-    std::int64_t m_last_sweep_ms = 0;                      // guarded by m_mutex
+    std::size_t m_sweep_at = 0;                           // guarded by m_mutex
+    std::int64_t m_last_sweep_ms = 0;                     // guarded by m_mutex
 };
 
 }  // namespace fieldsync::server
