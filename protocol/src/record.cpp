@@ -87,8 +87,8 @@ void VersionVector::raise(const ReplicaId& r, std::uint64_t counter) {
     }
 }
 
-Dot VersionVector::next(const ReplicaId& r) {
-    const std::uint64_t c = get(r) + 1;
+Dot VersionVector::next(const ReplicaId& r, std::uint64_t floor) {
+    const std::uint64_t c = std::max(get(r), floor) + 1;
     raise(r, c);
     return Dot{r, c};
 }
@@ -386,8 +386,12 @@ Status RecordState::check_invariants() const {
 // ---------------------------------------------------------------------------------------------
 // Local updates
 
-Update::Update(RecordState& state, const ReplicaId& replica, HlcTimestamp ts, std::string by)
-    : m_state(state), m_dot(state.context.next(replica)), m_ts(ts), m_by(std::move(by)) {
+Update::Update(RecordState& state, const ReplicaId& replica, HlcTimestamp ts, std::string by,
+               std::uint64_t counter_floor)
+    : m_state(state),
+      m_dot(state.context.next(replica, counter_floor)),
+      m_ts(ts),
+      m_by(std::move(by)) {
     // L10: every update of a live record re-asserts liveness under its own dot, so a delete
     // that did not see this update stays in competition with it.
     m_state.fields[std::string(deleted_field)] = ReviewState{{make_entry(false)}};

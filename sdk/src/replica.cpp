@@ -75,16 +75,20 @@ std::uint64_t system_ms() {
                                           .count());
 }
 
-Status random_bytes(std::uint8_t* out, std::size_t n) {
+Status random_bytes(const ReplicaOptions& o, std::uint8_t* out, std::size_t n) {
+    if (o.random) {
+        o.random(out, n);
+        return {};
+    }
     if (RAND_bytes(out, static_cast<int>(n)) != 1)
         return Error{protocol_errc::internal, "the system's random source (OpenSSL RAND_bytes) failed"};
     return {};
 }
 
 /// A random id in UUIDv4 form (SPEC.md §3.1 recommends it for replica ids).
-Result<p::Id128> random_id() {
+Result<p::Id128> random_id(const ReplicaOptions& o) {
     p::Id128 id;
-    if (auto st = random_bytes(id.bytes.data(), id.bytes.size()); !st) return st.error();
+    if (auto st = random_bytes(o, id.bytes.data(), id.bytes.size()); !st) return st.error();
     id.bytes[6] = static_cast<std::uint8_t>((id.bytes[6] & 0x0f) | 0x40);
     id.bytes[8] = static_cast<std::uint8_t>((id.bytes[8] & 0x3f) | 0x80);
     return id;
@@ -521,13 +525,13 @@ Result<std::shared_ptr<Replica>> Replica::open(const std::filesystem::path& path
         auto replica = impl->meta_blob_locked("replica_id");
         if (!replica) return replica.error();
         if (!*replica) {
-            auto rid = random_id();
+            auto rid = random_id(impl->options);
             if (!rid) return rid.error();
             p::Id128 did;
             if (impl->options.device_id && !impl->options.device_id->is_nil()) {
                 did = *impl->options.device_id;
             } else {
-                auto r = random_id();
+                auto r = random_id(impl->options);
                 if (!r) return r.error();
                 did = *r;
             }
@@ -670,7 +674,7 @@ Result<RecordId> do_write(detail::ReplicaImpl& m, std::string_view collection,
         std::int64_t acked = 0;
         if (mode == Mode::create) {
             std::array<std::uint8_t, 10> rnd{};
-            if (auto st = random_bytes(rnd.data(), rnd.size()); !st) return st.error();
+            if (auto st = random_bytes(m.options, rnd.data(), rnd.size()); !st) return st.error();
             id = p::make_uuid_v7(m.corrected_now(), rnd);
             state.collection = std::string(collection);
             state.id = id;
@@ -716,7 +720,9 @@ Result<RecordId> do_write(detail::ReplicaImpl& m, std::string_view collection,
         }
 
         const p::RecordState before = state;
-        p::Update u(state, m.replica_id, m.clock.tick(), m.user);
+        // The persistent write counter is the dot floor: this replica never issues a dot twice,
+        // not even for a record it dropped (revoked) and received again later (L12).
+        p::Update u(state, m.replica_id, m.clock.tick(), m.user, m.change_counter);
         bool area_written = mode == Mode::create;
         for (const Op& op : *ops) {
             if (auto st = apply_op(u, before, op); !st)
@@ -1436,6 +1442,17 @@ Result<ApplyOutcome> detail::ReplicaImpl::apply_remote(const std::vector<p::Chan
             // (data is never dropped) but does not drag the clock along (hlc.hpp).
             if (auto ts = newest_ts(remote); ts.value != 0) (void)clock.observe(ts);
             if (auto st = put_record_locked(merged, acked, true); !st) return fail(st.error());
+            if (changed && !(merged == remote)) {
+                // The server's copy moved on (a supervisor moved the household into this
+                // user's areas, resolved a conflict, ...): a refusal may no longer hold, so a
+                // rejected record becomes pending and is offered again at the next push.
+                auto r = db->prepare(
+                    "UPDATE outbox SET status = 0, code = '', reason = '' "
+                    "WHERE collection = ?1 AND id = ?2 AND status = 1");
+                if (!r) return fail(r.error());
+                r->bind(1, remote.collection).bind_blob(2, id_bytes(remote.id));
+                if (auto st = r->run(); !st) return fail(st.error());
+            }
             if (merged == remote) {
                 // The server holds everything this replica holds: nothing left to upload.
                 auto d = db->prepare("DELETE FROM outbox WHERE collection = ?1 AND id = ?2");
@@ -1501,6 +1518,10 @@ Status detail::ReplicaImpl::begin_rebootstrap() {
     if (auto st = set_meta_locked("rebootstrap", std::int64_t{1}); !st) return st;
     if (auto st = set_meta_locked("cursor", std::int64_t{0}); !st) return st;
     if (auto st = db->exec("UPDATE records SET seen = 0"); !st) return st;
+    // The user's areas changed (or the server lost track): refusals such as "outside your
+    // assigned areas" may no longer hold, so refused records are offered again.
+    if (auto st = db->exec("UPDATE outbox SET status = 0, code = '', reason = '' WHERE status = 1"); !st)
+        return st;
     return tx.commit();
 }
 

@@ -469,6 +469,8 @@ void SyncEngine::State::on_changes(EngineOutput& out, const p::Changes& c) {
             if (!dropped) return fail(out, dropped.error());
             rebootstrap_running = rebootstrap_wanted = false;
             progress.rebootstrap = false;
+            push_round = true;  // records refused under the old scope are offered again
+            tried.clear();
             progress.revoked += *dropped;
             emit(out, SyncEventKind::rebootstrap_finished, *dropped,
                  std::to_string(*dropped) + " local records the server no longer sends were dropped");

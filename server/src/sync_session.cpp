@@ -248,7 +248,10 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     } else {
         scope.areas = user->areas;
     }
-    dev.scope_signature = scope_signature(scope);
+    // The device's recorded scope changes only when it finishes a pull under the new one
+    // (on_pull): a replayed or interrupted hello must not swallow the re-bootstrap notice.
+    m_scope_signature = scope_signature(scope);
+    if (dev.scope_signature.empty()) dev.scope_signature = m_scope_signature;  // first session
     if (auto st = store.put_device(dev); !st) return store_failure(st.error());
 
     m_user = user;
@@ -283,9 +286,9 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     else if (h.cursor > *last)
         why = "your cursor " + std::to_string(h.cursor) + " is ahead of this server's sequence " +
               std::to_string(*last) + " (was the server restored from a backup?)";
-    else if (h.cursor != 0 && !previous_signature.empty() &&
-             previous_signature != dev.scope_signature)
+    else if (!previous_signature.empty() && previous_signature != m_scope_signature)
         why = "your assigned areas changed";
+    m_scope_settled = why.empty();
     if (!why.empty()) {
         m_cursor = 0;
         out.frames.push_back(p::encode_message(p::make_error_message(
@@ -362,13 +365,16 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
         return reject(p::protocol_errc::validation_failed, st.error().message);
     auto area = schema.area_of(rec);
     if (!area) return reject(p::protocol_errc::validation_failed, area.error().message);
-    if (!m_scope.covers(*area))
-        return reject(p::protocol_errc::forbidden,
-                      "area " + *area + " is outside your assigned areas");
 
     auto stored = store.get_record(rec.collection, rec.id);
     if (!stored) return Error{p::protocol_errc::internal, stored.error().message};
     std::optional<p::RecordState> before;
+    // Scope (SPEC.md §6.1): a new record must lie in the user's areas; an existing one must lie
+    // there before and after the merge. The pushed state's own area is not what counts: the
+    // device may hold a stale copy of a record that a supervisor moved into its areas.
+    if (!*stored && !m_scope.covers(*area))
+        return reject(p::protocol_errc::forbidden,
+                      "area " + *area + " is outside your assigned areas");
     if (*stored) {
         if (!m_scope.covers((*stored)->area))
             return reject(p::protocol_errc::forbidden, "the record belongs to area " +
@@ -480,6 +486,7 @@ SyncOutput SyncSession::on_pull(const p::Pull& pull) {
                                ": push pending changes, then pull again from cursor 0",
                            false);
     }
+    if (pull.since == 0) m_scope_settled = true;  // a full pull: the re-bootstrap is under way
     const std::size_t limit = static_cast<std::size_t>(
         std::clamp<std::uint64_t>(pull.limit, 1, m_ctx.limits.max_page));
     SyncOutput out;
@@ -492,6 +499,8 @@ SyncOutput SyncSession::on_pull(const p::Pull& pull) {
     if (dev && *dev) {
         Device d = **dev;
         d.last_cursor = m_cursor;
+        // Caught up under this scope, and (if it changed) after a pull from cursor 0.
+        if (m_live && m_scope_settled) d.scope_signature = m_scope_signature;
         d.last_seen_ms = static_cast<std::int64_t>(m_ctx.now_ms());
         if (store.put_device(d)) out.wrote = true;
     }

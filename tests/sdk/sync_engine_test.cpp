@@ -274,7 +274,12 @@ TEST_CASE("Engine: entries stamped too far ahead are restamped with the correcte
         const auto& s = push.items[0].record.id == synced ? push.items[0].record : push.items[1].record;
         const auto& head = std::get<p::ReviewState>(s.fields.at("head_name")).entries.at(0);
         CHECK(head.ts == synced_ts);
-        CHECK(std::get<p::LwwState>(s.fields.at("notes")).entry.dot == p::Dot{me, 2});
+        // The pending write keeps its dot: the latest of this replica in the record's context
+        // (dots only grow, and may skip numbers: record.hpp, VersionVector::next).
+        const auto notes_dot = std::get<p::LwwState>(s.fields.at("notes")).entry.dot;
+        CHECK(notes_dot.replica == me);
+        CHECK(notes_dot.counter == s.context.get(me));
+        CHECK(notes_dot.counter > head.dot.counter);
         // The clock was reset: the next write is stamped with corrected time, not a year ahead.
         REQUIRE(f.replica->update("households", fresh, {{"notes", std::string("now")}}));
         const auto next = newest_own(f.view("households", fresh).state, me);
@@ -471,9 +476,13 @@ TEST_CASE("Engine: rebootstrap_required pushes pending, pulls from 0 and drops t
         CHECK(pull.since == 0);
         out = feed(e, last_page(pull, 60, {}));
         CHECK(find_event(out, SyncEventKind::rebootstrap_finished)->count == 2);
-        // The rejected record is never dropped silently.
+        // The rejected record is never dropped silently; the re-bootstrap offers it again (the
+        // refusal may not hold in the new scope), so it is pending and pushed once more.
         CHECK(f.replica->get("households", c).value().has_value());
-        CHECK(f.view("households", c).sync == SyncStatus::rejected);
+        CHECK(f.view("households", c).sync == SyncStatus::pending);
+        auto again = single<p::Push>(out);
+        REQUIRE(again.items.size() == 1);
+        CHECK(again.items[0].record.id == c);
     }
     SUBCASE("interrupted: the next session starts again from 0") {
         auto out = connect(e, f);

@@ -89,6 +89,9 @@ struct ReplicaOptions {
     std::optional<protocol::Id128> device_id;
     /// How long a call waits for another process holding the file's write lock.
     int busy_timeout_ms = 5000;
+    /// Fills `n` bytes with randomness for new replica, device and record ids. Empty: OpenSSL's
+    /// RAND_bytes. Only deterministic simulations replace it; production code never should.
+    std::function<void(std::uint8_t* out, std::size_t n)> random;
 };
 
 /// Where a record stands with the server.

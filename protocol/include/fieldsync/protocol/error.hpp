@@ -91,14 +91,15 @@ public:
 
     T& value() & { return std::get<0>(m_v); }
     const T& value() const& { return std::get<0>(m_v); }
-    T&& value() && { return std::get<0>(std::move(m_v)); }
+    /// By value, so `for (auto& x : f().value())` does not dangle.
+    T value() && { return std::get<0>(std::move(m_v)); }
     T& operator*() & { return value(); }
     const T& operator*() const& { return value(); }
     T* operator->() { return &value(); }
     const T* operator->() const { return &value(); }
 
     const Error& error() const& { return std::get<1>(m_v); }
-    Error&& error() && { return std::get<1>(std::move(m_v)); }
+    Error error() && { return std::get<1>(std::move(m_v)); }
 
 private:
     std::variant<T, Error> m_v;
@@ -112,7 +113,7 @@ public:
     bool ok() const noexcept { return m_ok; }
     explicit operator bool() const noexcept { return m_ok; }
     const Error& error() const& { return m_error; }
-    Error&& error() && { return std::move(m_error); }
+    Error error() && { return std::move(m_error); }
 
 private:
     bool m_ok = true;

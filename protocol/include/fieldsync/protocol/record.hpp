@@ -70,8 +70,10 @@ public:
     void merge(const VersionVector& other);
     /// Raises r's counter to at least `counter`.
     void raise(const ReplicaId& r, std::uint64_t counter);
-    /// Increments r's counter and returns the new dot.
-    Dot next(const ReplicaId& r);
+    /// Returns the new dot (r, max(get(r), floor) + 1) and raises r's counter to it. A replica
+    /// passes a floor that grows with every write it makes (to any record), so that it never
+    /// issues the same dot twice, even for a record it dropped and later received again (L12).
+    Dot next(const ReplicaId& r, std::uint64_t floor = 0);
 
     const std::vector<std::pair<ReplicaId, std::uint64_t>>& entries() const noexcept {
         return m_entries;
@@ -158,7 +160,9 @@ class Update {
 public:
     /// Starts an update: draws the next dot of `replica` in `state.context`, and writes
     /// `_deleted = false` under it (L10); mark_deleted() then overwrites that with true.
-    Update(RecordState& state, const ReplicaId& replica, HlcTimestamp ts, std::string by);
+    /// `counter_floor`: see VersionVector::next (the SDK passes its persistent write counter).
+    Update(RecordState& state, const ReplicaId& replica, HlcTimestamp ts, std::string by,
+           std::uint64_t counter_floor = 0);
 
     /// lww or review field: replaces what this replica has seen with `value` (a resolution is
     /// exactly this on a review field: it covers every value held, L6). Fails with

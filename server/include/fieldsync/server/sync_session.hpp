@@ -107,6 +107,8 @@ private:
     Scope m_scope;
     std::string m_device_id;
     protocol::ReplicaId m_replica;
+    std::string m_scope_signature;  ///< the scope of this session, as stored for devices
+    bool m_scope_settled = true;    ///< no re-bootstrap owed, or a pull from 0 has begun
     std::uint64_t m_cursor = 0;  ///< what this session has been sent up to
     bool m_live = false;
 };
