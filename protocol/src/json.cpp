@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 
 namespace fieldsync::protocol {
@@ -24,6 +25,53 @@ json::value to_value(const Value& v) {
                                 {"lon", std::round(g.lon_e7) / 1e7}};
         }
         default: return nullptr;
+    }
+}
+
+void append_json(const json::value& v, std::string& out) {
+    switch (v.kind()) {
+        case json::kind::object: {
+            out += '{';
+            bool first = true;
+            for (const auto& kv : v.get_object()) {
+                if (!first) out += ',';
+                first = false;
+                out += json::serialize(json::string_view(kv.key()));
+                out += ':';
+                append_json(kv.value(), out);
+            }
+            out += '}';
+            return;
+        }
+        case json::kind::array: {
+            out += '[';
+            bool first = true;
+            for (const auto& e : v.get_array()) {
+                if (!first) out += ',';
+                first = false;
+                append_json(e, out);
+            }
+            out += ']';
+            return;
+        }
+        case json::kind::double_: {
+            const double d = v.get_double();
+            // Plain notation for the magnitudes values have (degrees, ratios); anything else
+            // (huge, tiny, not finite) as Boost.JSON writes it.
+            if (std::isfinite(d) && std::fabs(d) < 1e9 && (d == 0 || std::fabs(d) >= 1e-7)) {
+                char buf[40];
+                const int n = std::snprintf(buf, sizeof buf, "%.7f", d);
+                std::string text(buf, static_cast<std::size_t>(n));
+                while (text.back() == '0') text.pop_back();
+                if (text.back() == '.') text += '0';
+                if (text == "-0.0") text = "0.0";
+                out += text;
+                return;
+            }
+            out += json::serialize(v);
+            return;
+        }
+        default: out += json::serialize(v); return;
     }
 }
 
@@ -48,7 +96,13 @@ Result<std::int32_t> degrees_e7(const json::value& v, double limit) {
 
 }  // namespace
 
-std::string value_to_json(const Value& v) { return json::serialize(to_value(v)); }
+std::string json_text(const json::value& v) {
+    std::string out;
+    append_json(v, out);
+    return out;
+}
+
+std::string value_to_json(const Value& v) { return json_text(to_value(v)); }
 
 Result<Value> value_from_json(std::string_view json_text, const FieldDef& field) {
     boost::system::error_code ec;
@@ -158,7 +212,7 @@ std::string record_to_json(const RecordState& record) {
                      {"deleted", record.is_deleted()},
                      {"fields", std::move(fields)}};
     if (!conflicts.empty()) out["conflicts"] = std::move(conflicts);
-    return json::serialize(out);
+    return json_text(out);
 }
 
 }  // namespace fieldsync::protocol

@@ -22,7 +22,17 @@
 #include "fieldsync/protocol/schema.hpp"
 #include "fieldsync/protocol/value.hpp"
 
+namespace boost::json {
+class value;
+}
+
 namespace fieldsync::protocol {
+
+/// Compact JSON text of any JSON value, as boost::json::serialize but with numbers that are not
+/// integers written in plain decimal notation (at most 7 decimals, trailing zeros dropped:
+/// 39.6087, not 3.96087E1), so geo points read as degrees. Use it wherever JSON built from
+/// values is written out (HTTP responses, exports, tools).
+std::string json_text(const boost::json::value& v);
 
 /// Compact JSON text of a value.
 std::string value_to_json(const Value& v);
