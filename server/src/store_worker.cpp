@@ -103,7 +103,7 @@ void StoreWorker::set_schema(protocol::Schema schema) {
     // sessions read it on the worker thread, which is the only writer once started.
     post(
         [this, s = std::move(schema)](Store&, const protocol::Schema&) mutable {
-            std::lock_guard lock(m_schema_mutex);
+            // run_group holds m_schema_mutex while a job runs (locking it again deadlocked).
             m_schema = std::move(s);
             return false;
         },

@@ -65,7 +65,7 @@ std::string competing_json(const p::FieldView& v) {
                                    {"ts", e.ts.value},
                                    {"at", p::iso8601_utc(e.ts.wall_ms())}});
     }
-    return json::serialize(arr);
+    return p::json_text(arr);
 }
 
 // Summary of what an accepted change did, for the audit log: the fields whose state changed
@@ -88,7 +88,7 @@ std::string change_summary(const p::RecordState* before, const p::RecordState& a
         }
     }
     json::object out{{"fields", std::move(fields)}, {"created", before == nullptr}};
-    return json::serialize(out);
+    return p::json_text(out);
 }
 
 // Entries (lww and review) whose dots the server has not seen: the writes this push introduces.
@@ -313,6 +313,7 @@ SyncOutput SyncSession::on_push(const p::Push& push) {
     p::PushAck ack;
     ack.batch = push.batch;
     SyncOutput out;
+    std::uint64_t applied = 0;  // accepted items that changed the store (replays do not count)
     for (std::size_t i = 0; i < push.items.size(); ++i) {
         const std::string where = "push.items[" + std::to_string(i) + "]";
         if (auto st = store.savepoint(); !st) return store_failure(st.error());
@@ -329,8 +330,20 @@ SyncOutput SyncSession::on_push(const p::Push& push) {
         }
         if (auto st = store.release_savepoint(); !st) return store_failure(st.error());
         out.wrote = out.wrote || *result;
+        if (*result) ++applied;
         ack.results.push_back(p::ItemResult{true, {}, {}});
         if (m_ctx.stats) m_ctx.stats->items_accepted++;
+    }
+    // The devices view counts the records each device brought in; it commits with the items.
+    if (applied > 0) {
+        auto dev = store.device(m_device_id);
+        if (!dev) return store_failure(dev.error());
+        if (*dev) {
+            Device d = **dev;
+            d.records_sent += applied;
+            d.last_seen_ms = static_cast<std::int64_t>(now);
+            if (auto st = store.put_device(d); !st) return store_failure(st.error());
+        }
     }
     auto last = store.last_seq();
     if (!last) return store_failure(last.error());

@@ -177,8 +177,9 @@ public:
         worker = std::make_unique<StoreWorker>(std::move(*store), std::move(*schema), opt);
     }
     ~Fixture() {
-        devices.clear();
+        // The worker first: its thread may still deliver to the sessions in `devices`.
         worker.reset();
+        devices.clear();
         std::error_code ec;
         fs::remove_all(dir, ec);
     }
