@@ -3,10 +3,11 @@
 #
 #   scripts/run.sh [ARGS...]
 #
-# For now fieldsync is its protocol library, so this builds and runs the self-check tool
-# (fieldsync-selfcheck: loads the bundled demo survey, exercises the record model, encodes and
-# decodes messages, and prints what it checked); ARGS go to it. When the server exists, this
-# script starts it with the demo survey on one SQLite file instead.
+# It starts fieldsync-server on 127.0.0.1:8470 with the demo survey, areas and accounts on one
+# SQLite file in ./data (plain HTTP: fine for a local trial; the server prints how to turn TLS
+# on with fieldsync-mkcert). The demo passwords are printed at the first start and kept in
+# ./data/demo-credentials.txt. ARGS go to the server (e.g. --port 9000, --console-dir DIR);
+# docs/operations.md lists every option. Ctrl-C stops it gracefully.
 #
 # Environment: FIELDSYNC_BUILD_ROOT (default build), FIELDSYNC_JOBS (default 2).
 set -euo pipefail
@@ -20,13 +21,9 @@ dir="$build_root/release"
 bash scripts/install-deps.sh
 echo "run: configuring and building the release preset in $dir"
 cmake --preset release -B "$dir" >/dev/null
-if ! cmake --build "$dir" --parallel "$jobs" --target fieldsync-selfcheck; then
-    if [[ ! -f tools/selfcheck/CMakeLists.txt ]]; then
-        echo "run: the self-check tool (tools/selfcheck/, target fieldsync-selfcheck) is not in" \
-             "this tree yet" >&2
-    fi
-    exit 1
-fi
+cmake --build "$dir" --parallel "$jobs" --target fieldsync-server fieldsync-mkcert
 
-echo "run: $dir/bin/fieldsync-selfcheck $*"
-exec "$dir/bin/fieldsync-selfcheck" "$@"
+echo "run: $dir/bin/fieldsync-server --demo --plain --listen 127.0.0.1 --data-dir ./data $*"
+echo "run: for TLS: $dir/bin/fieldsync-mkcert --out ./data/tls, then run with" \
+     "--tls-cert ./data/tls/cert.pem --tls-key ./data/tls/key.pem"
+exec "$dir/bin/fieldsync-server" --demo --plain --listen 127.0.0.1 --data-dir ./data "$@"

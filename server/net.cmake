@@ -1,0 +1,64 @@
+# fieldsync::server_net and the fieldsync-server executable: the network layer (Boost.Beast and
+# Asio over OpenSSL) and the server runtime around fieldsync::server_core (configuration,
+# logging, demo data, graceful shutdown). Included at the end of server/CMakeLists.txt.
+#
+# Beast/Asio appear only in src/net/*.cpp: three translation units of ~25 s each. Everything
+# else (and every public header) is free of them, so the rest of the build stays fast.
+
+# The demo survey, embedded at build time (re-generated when the JSON file changes).
+set(FIELDSYNC_BUNDLED_SCHEMA ${PROJECT_SOURCE_DIR}/protocol/schemas/household-survey.json)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${FIELDSYNC_BUNDLED_SCHEMA})
+file(READ ${FIELDSYNC_BUNDLED_SCHEMA} FIELDSYNC_SCHEMA_TEXT)
+configure_file(src/bundled_schema.cpp.in
+               ${CMAKE_CURRENT_BINARY_DIR}/generated/bundled_schema.cpp @ONLY)
+
+add_library(fieldsync_server_net
+  src/config.cpp
+  src/demo.cpp
+  src/log.cpp
+  src/metrics.cpp
+  src/server.cpp
+  src/static_files.cpp
+  src/net/listener.cpp
+  src/net/http_session.cpp
+  src/net/websocket_session.cpp
+  ${CMAKE_CURRENT_BINARY_DIR}/generated/bundled_schema.cpp
+)
+add_library(fieldsync::server_net ALIAS fieldsync_server_net)
+set_target_properties(fieldsync_server_net PROPERTIES EXPORT_NAME server_net
+                      OUTPUT_NAME fieldsync_server_net)
+target_include_directories(fieldsync_server_net
+  PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
+  PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_link_libraries(fieldsync_server_net
+  PUBLIC fieldsync::server_core Threads::Threads
+  PRIVATE Boost::headers Boost::json OpenSSL::SSL OpenSSL::Crypto)
+target_compile_definitions(fieldsync_server_net PRIVATE BOOST_ASIO_NO_DEPRECATED)
+target_compile_features(fieldsync_server_net PUBLIC cxx_std_20)
+fieldsync_warnings(fieldsync_server_net)
+
+# GCC 12 at -O2 reports -Wnull-dereference inside inlined Asio strand code (a false positive
+# located in Boost's and libstdc++'s headers, which -isystem cannot silence after inlining);
+# under -fsanitize=thread GCC also warns (-Wtsan) about Asio's atomic_thread_fence. The same
+# settings as sdk/src/beast_transport.cpp.
+set_source_files_properties(src/net/listener.cpp src/net/http_session.cpp
+                            src/net/websocket_session.cpp PROPERTIES COMPILE_OPTIONS
+  "-Wno-null-dereference;$<$<AND:$<CXX_COMPILER_ID:GNU>,$<BOOL:${FIELDSYNC_SANITIZE}>>:-Wno-tsan>")
+
+find_package(CLI11 CONFIG QUIET)
+add_executable(fieldsync-server src/main.cpp)
+target_link_libraries(fieldsync-server PRIVATE fieldsync::server_net)
+if(TARGET CLI11::CLI11)
+  target_link_libraries(fieldsync-server PRIVATE CLI11::CLI11)
+endif()
+fieldsync_warnings(fieldsync-server)
+# A development build serves the source tree's console/ by default (main.cpp says the order).
+target_compile_definitions(fieldsync-server PRIVATE
+  FIELDSYNC_SOURCE_CONSOLE_DIR="${PROJECT_SOURCE_DIR}/console")
+
+if(FIELDSYNC_INSTALL)
+  install(TARGETS fieldsync-server RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  # The supervisor console: static files, found by the server at <prefix>/share/fieldsync/console.
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/console/
+    DESTINATION ${CMAKE_INSTALL_DATADIR}/fieldsync/console)
+endif()
