@@ -24,8 +24,27 @@ packages+=(
     libbenchmark-dev                        # tools/bench
     libcli11-dev                            # command-line tools
 )
-# Later issues: the supervisor console's browser tests add their packages here, e.g.
-#   packages+=(chromium nodejs npm)
+# The supervisor console's browser tests (tests/console/): Debian's chromium, driven by
+# playwright-core from npm (console_npm_ci below); a CJK font for legible Chinese screenshots.
+# Node.js and npm come from Debian unless a node/npm is already installed (a NodeSource nodejs
+# bundles npm, and Debian's npm package would conflict with it).
+packages+=(chromium fonts-wqy-microhei)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+# `npm ci` in tests/console when its packages are missing (--check: report them).
+console_npm_ci() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/console"
+    [[ -f "$dir/package-lock.json" ]] || return 0
+    if [[ -d "$dir/node_modules/playwright-core" && -d "$dir/node_modules/ws" ]]; then return 0; fi
+    if [[ $check_only -eq 1 ]]; then
+        echo "install-deps: missing: npm packages of tests/console (npm ci)"
+        return 1
+    fi
+    echo "install-deps: npm ci in tests/console"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+        echo "install-deps: warning: npm ci in tests/console failed; the browser tests will be skipped" >&2
+}
 # ---------------------------------------------------------------------------------------------
 
 check_only=0
@@ -39,6 +58,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-deps: all ${#packages[@]} packages present"
+    console_npm_ci
     exit 0
 fi
 echo "install-deps: missing: ${missing[*]}"
@@ -60,3 +80,4 @@ export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
 echo "install-deps: installed ${#missing[@]} package(s)"
+console_npm_ci
