@@ -1511,6 +1511,11 @@ Result<RevokeOutcome> detail::ReplicaImpl::revoke(const std::vector<p::RecordRef
     return out;
 }
 
+Status detail::ReplicaImpl::request_rebootstrap() {
+    std::lock_guard lock(mutex);
+    return set_meta_locked("rebootstrap", std::int64_t{1});
+}
+
 Status detail::ReplicaImpl::begin_rebootstrap() {
     std::lock_guard lock(mutex);
     Transaction tx(*db);
@@ -1553,6 +1558,12 @@ Result<std::size_t> detail::ReplicaImpl::finish_rebootstrap() {
             if (auto st = s->run(); !st) return st.error();
             notice.records[k.collection].push_back(k.id);
         }
+        // Refusals made while the re-bootstrap ran may have come from a session still under
+        // the old scope (the areas can change again before the pull completes, and a resumed
+        // re-bootstrap does not pass through begin_rebootstrap): the pull that just completed
+        // is under the current scope, so every refused record is offered once more.
+        if (auto st = db->exec("UPDATE outbox SET status = 0, code = '', reason = '' WHERE status = 1"); !st)
+            return st.error();
         if (auto st = set_meta_locked("rebootstrap", std::int64_t{0}); !st) return st.error();
         if (auto st = tx.commit(); !st) return st.error();
         n = drop.size();

@@ -173,6 +173,9 @@ struct ReplicaImpl {
     Result<ApplyOutcome> apply_remote(const std::vector<protocol::ChangeItem>& items,
                                       std::uint64_t cursor);
     Result<RevokeOutcome> revoke(const std::vector<protocol::RecordRef>& records);
+    /// Persists only the re-bootstrap flag: the server asked for one, and the wish must survive
+    /// a session that ends before begin_rebootstrap runs (the server may not ask again).
+    Status request_rebootstrap();
     /// Persists the re-bootstrap flag, cursor 0, and clears every record's seen mark.
     Status begin_rebootstrap();
     /// Drops records not seen by the full pull and not in the outbox; clears the flag.

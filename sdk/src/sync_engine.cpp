@@ -504,6 +504,11 @@ void SyncEngine::State::on_error(EngineOutput& out, const p::ErrorMessage& e) {
         // Right after welcome it follows the welcome (a pull already sent is still answered);
         // otherwise it answers the pull in flight (SPEC.md §4.2, §4.5).
         if (frames_after_welcome != 1) pull.reset();
+        // Remembered at once: if this session ends before the re-bootstrap begins, the next
+        // one must still run it. The server need not ask again (e.g. the areas changed back
+        // before this device ever settled under the new ones), yet records it refused meanwhile
+        // must be offered again (simulation seed 107).
+        if (auto st = impl.request_rebootstrap(); !st) return fail(out, st.error());
         rebootstrap_running = false;
         rebootstrap_wanted = true;
         push_round = true;  // push pending first (SPEC.md §6.2)
