@@ -41,9 +41,15 @@ fieldsync_warnings(fieldsync_server_net)
 # located in Boost's and libstdc++'s headers, which -isystem cannot silence after inlining);
 # under -fsanitize=thread GCC also warns (-Wtsan) about Asio's atomic_thread_fence. The same
 # settings as sdk/src/beast_transport.cpp.
+# (-Wno-tsan only for GCC with ThreadSanitizer; FIELDSYNC_SANITIZE may hold a list such as
+# "address,undefined", which a $<BOOL:...> generator expression cannot take.)
+set(fieldsync_no_tsan_warning "")
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND FIELDSYNC_SANITIZE MATCHES "thread")
+  set(fieldsync_no_tsan_warning ";-Wno-tsan")
+endif()
 set_source_files_properties(src/net/listener.cpp src/net/http_session.cpp
                             src/net/websocket_session.cpp PROPERTIES COMPILE_OPTIONS
-  "-Wno-null-dereference;$<$<AND:$<CXX_COMPILER_ID:GNU>,$<BOOL:${FIELDSYNC_SANITIZE}>>:-Wno-tsan>")
+  "-Wno-null-dereference${fieldsync_no_tsan_warning}")
 
 find_package(CLI11 CONFIG QUIET)
 add_executable(fieldsync-server src/main.cpp)
