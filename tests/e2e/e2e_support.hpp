@@ -190,6 +190,9 @@ public:
         : m_dir(dir / "server") {
         fs::create_directories(m_dir);
         const auto port_file = m_dir / "port";
+        // A restart on the same folder must not read the previous run's port.
+        std::error_code stale;
+        fs::remove(port_file, stale);
         std::vector<std::string> args{"--demo", "--port", "0", "--port-file", port_file.string(),
                                       "--data-dir", (m_dir / "data").string()};
         if (plain) args.push_back("--plain");
@@ -224,6 +227,18 @@ public:
         m_process.reset();
         return *rc;
     }
+
+    /// Sends `sig` to the server (SIGTERM: graceful shutdown; SIGKILL: a crash).
+    void signal(int sig) {
+        if (m_process) m_process->signal(sig);
+    }
+    /// Waits up to `timeout` for the server to exit: its status (128+signal when killed), or
+    /// nullopt when it is still running.
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+        return m_process ? m_process->wait(timeout) : std::optional<int>{};
+    }
+    /// The server's SQLite database (for read-only inspection by tests).
+    fs::path db_path() const { return m_dir / "data" / "fieldsync.db"; }
 
     std::uint16_t port() const { return m_port; }
     std::string url(bool tls = false) const {
@@ -261,6 +276,7 @@ private:
 /// The reply of an HTTP request.
 struct HttpReply {
     int status = 0;
+    std::string head;  ///< the status line and headers, header names and values lower-cased
     std::string body;
     json::value json() const {
         json::error_code ec;
@@ -310,6 +326,7 @@ inline HttpReply http(std::uint16_t port, const std::string& method, const std::
     std::string raw = resp.substr(head_end + 4);
     std::string lower_head = head;
     for (char& c : lower_head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    r.head = lower_head;
     if (lower_head.find("transfer-encoding: chunked") != std::string::npos) {
         std::size_t pos = 0;
         while (pos < raw.size()) {
