@@ -105,6 +105,84 @@ void for_each_new_entry(const p::RecordState& pushed, const p::VersionVector& kn
     }
 }
 
+// What a push may not do to writes the server already holds (SPEC.md §4.4): the authorship and
+// clock checks look only at entries whose dots the server has not seen, so every entry of the
+// joined state whose dot the server had seen must be exactly the entry the server holds, every
+// set dot it had seen must be one it holds for that element, and only the session's replica may
+// raise a counter slot. Otherwise a device could rewrite an existing write under its old dot
+// (another value, author or a far-future timestamp): the join prefers the greater timestamp, so
+// the rewrite would win everywhere. Returns the problem, or nullopt.
+std::optional<std::string> rewritten_write(const p::RecordState* before,
+                                           const p::RecordState& joined,
+                                           const p::VersionVector& known,
+                                           const p::ReplicaId& own) {
+    for (const auto& kv : joined.fields) {
+        const std::string& name = kv.first;
+        const p::FieldState& state = kv.second;
+        const p::FieldState* old = nullptr;
+        if (before) {
+            auto it = before->fields.find(name);
+            if (it != before->fields.end()) old = &it->second;
+        }
+        auto held = [&](const p::Entry& e) {
+            if (!old) return false;
+            if (const auto* l = std::get_if<p::LwwState>(old)) return l->entry == e;
+            if (const auto* r = std::get_if<p::ReviewState>(old))
+                return std::find(r->entries.begin(), r->entries.end(), e) != r->entries.end();
+            return false;
+        };
+        auto rewritten = [&](const p::Dot& d) {
+            return "field " + name + ": the state changes the write " + std::to_string(d.counter) +
+                   "@" + d.replica.to_string() +
+                   " that the server already holds; a push may add writes, never alter one";
+        };
+        switch (p::rule_of(state)) {
+            case p::MergeRule::lww: {
+                const auto& e = std::get<p::LwwState>(state).entry;
+                if (known.covers(e.dot) && !held(e)) return rewritten(e.dot);
+                break;
+            }
+            case p::MergeRule::review:
+                for (const auto& e : std::get<p::ReviewState>(state).entries)
+                    if (known.covers(e.dot) && !held(e)) return rewritten(e.dot);
+                break;
+            case p::MergeRule::set: {
+                const auto* os = old ? std::get_if<p::SetState>(old) : nullptr;
+                for (const auto& [element, dots] : std::get<p::SetState>(state).elements) {
+                    for (const auto& d : dots) {
+                        if (!known.covers(d)) continue;
+                        bool ok = false;
+                        if (os) {
+                            auto it = os->elements.find(element);
+                            ok = it != os->elements.end() &&
+                                 std::find(it->second.begin(), it->second.end(), d) !=
+                                     it->second.end();
+                        }
+                        if (!ok) return rewritten(d);
+                    }
+                }
+                break;
+            }
+            case p::MergeRule::counter: {
+                const auto* oc = old ? std::get_if<p::CounterState>(old) : nullptr;
+                for (const auto& [replica, slot] : std::get<p::CounterState>(state).slots) {
+                    if (replica == own) continue;
+                    p::CounterState::Slot prev;
+                    if (oc) {
+                        if (auto it = oc->slots.find(replica); it != oc->slots.end()) prev = it->second;
+                    }
+                    if (slot.inc > prev.inc || slot.dec > prev.dec)
+                        return "field " + name + ": the state raises the count of replica " +
+                               replica.to_string() +
+                               "; a device may only change its own replica's count";
+                }
+                break;
+            }
+        }
+    }
+    return std::nullopt;
+}
+
 }  // namespace
 
 bool Scope::covers(std::string_view area) const noexcept {
@@ -156,6 +234,7 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     // Authenticate.
     std::optional<User> user;
     std::optional<std::string> new_token;
+    bool password_login = false;
     if (const auto* pw = std::get_if<p::PasswordAuth>(&h.auth)) {
         const std::string key = "user:" + pw->user;
         const std::string peer_key = "peer:" + m_peer;
@@ -182,14 +261,7 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
         }
         if (m_ctx.throttle) m_ctx.throttle->record_success(key);
         user = **u;
-        Token t;
-        std::string token = fieldsync::server::new_token();
-        t.token_hash = token_hash(token);
-        t.user_id = user->id;
-        t.created_at_ms = static_cast<std::int64_t>(now);
-        t.expires_at_ms = static_cast<std::int64_t>(now) + m_ctx.limits.token_lifetime_ms;
-        if (auto st = store.put_token(t); !st) return store_failure(st.error());
-        new_token = token;
+        password_login = true;  // a session token is issued below, once nothing refuses the hello
     } else {
         const auto& tk = std::get<p::TokenAuth>(h.auth);
         auto t = store.token(token_hash(tk.token));
@@ -218,6 +290,13 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     if (h.device.is_nil() || h.replica.is_nil()) {
         return error_reply(p::protocol_errc::invalid_value,
                            "hello: device and replica ids must not be all zeros", true);
+    }
+    if (h.replica == store.server_replica()) {
+        return error_reply(p::protocol_errc::replica_conflict,
+                           "hello.replica: " + h.replica.to_string() +
+                               " is the server's own replica id; a device must use its own "
+                               "(reset the app's database to get a new one)",
+                           true);
     }
     auto by_replica = store.device_by_replica(h.replica);
     if (!by_replica) return store_failure(by_replica.error());
@@ -253,6 +332,17 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     m_scope_signature = scope_signature(scope);
     if (dev.scope_signature.empty()) dev.scope_signature = m_scope_signature;  // first session
     if (auto st = store.put_device(dev); !st) return store_failure(st.error());
+    if (password_login) {
+        // Only now: a refused hello (disabled account, bad or stolen replica id) stores nothing.
+        Token t;
+        std::string token = fieldsync::server::new_token();
+        t.token_hash = token_hash(token);
+        t.user_id = user->id;
+        t.created_at_ms = static_cast<std::int64_t>(now);
+        t.expires_at_ms = static_cast<std::int64_t>(now) + m_ctx.limits.token_lifetime_ms;
+        if (auto st = store.put_token(t); !st) return store_failure(st.error());
+        new_token = token;
+    }
 
     m_user = user;
     m_scope = scope;
@@ -434,6 +524,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
     if (before) {
         if (auto st = joined.join(rec); !st) return reject(p::protocol_errc::invalid_value, st.error().message);
     }
+    if (auto why = rewritten_write(before ? &*before : nullptr, joined, known, m_replica))
+        return reject(p::protocol_errc::forbidden, *why);
     p::Bytes bytes = p::encode_record(joined);
     if (*stored && (*stored)->state == bytes) return false;  // replay: nothing new (L3)
 
