@@ -43,19 +43,24 @@ std::uint64_t now_ms() {
 p::Id128 random_id() {
     static std::mt19937_64 rng{std::random_device{}()};
     p::Id128 id;
-    for (auto& b : id.bytes) b = static_cast<std::uint8_t>(rng());
+    for (auto& b : id.bytes)
+        b = static_cast<std::uint8_t>(rng());
     return id;
 }
 
 std::string describe(const p::Message& m) {
     std::string s(p::message_type(m));
     if (const auto* e = std::get_if<p::ErrorMessage>(&m)) s += " " + e->code + ": " + e->message;
-    if (const auto* c = std::get_if<p::Changes>(&m)) s += " with " + std::to_string(c->items.size()) + " items";
-    if (const auto* n = std::get_if<p::Notify>(&m)) s += " with " + std::to_string(n->items.size()) + " items";
+    if (const auto* c = std::get_if<p::Changes>(&m))
+        s += " with " + std::to_string(c->items.size()) + " items";
+    if (const auto* n = std::get_if<p::Notify>(&m))
+        s += " with " + std::to_string(n->items.size()) + " items";
     return s;
 }
 
-bool same_bytes(const p::RecordState& a, const p::RecordState& b) { return p::encode_record(a) == p::encode_record(b); }
+bool same_bytes(const p::RecordState& a, const p::RecordState& b) {
+    return p::encode_record(a) == p::encode_record(b);
+}
 
 // ---------------------------------------------------------------------------------------------
 // One WebSocket connection through fieldsync::make_websocket_transport.
@@ -98,9 +103,11 @@ public:
         m_transport = fieldsync::make_websocket_transport(options);
         m_transport->connect(url, {}, m_inbox);
         std::unique_lock lock(m_inbox->mutex);
-        const bool done = m_inbox->cv.wait_for(lock, wait_limit, [&] { return m_inbox->open || m_inbox->closed; });
+        const bool done = m_inbox->cv.wait_for(lock, wait_limit,
+                                               [&] { return m_inbox->open || m_inbox->closed; });
         REQUIRE_MESSAGE(done, "no WebSocket to " << url << " within the wait limit");
-        REQUIRE_MESSAGE(m_inbox->open, "cannot connect to " << url << ": " << m_inbox->closed->error.message);
+        REQUIRE_MESSAGE(m_inbox->open,
+                        "cannot connect to " << url << ": " << m_inbox->closed->error.message);
     }
 
     void send(const p::Message& m) { m_transport->send(p::encode_message(m)); }
@@ -111,7 +118,8 @@ public:
         m_inbox->cv.wait_for(lock, timeout, [&] {
             return !m_inbox->messages.empty() || !m_inbox->undecodable.empty() || m_inbox->closed;
         });
-        REQUIRE_MESSAGE(m_inbox->undecodable.empty(), "the server sent a frame we cannot decode: " << m_inbox->undecodable.front());
+        REQUIRE_MESSAGE(m_inbox->undecodable.empty(), "the server sent a frame we cannot decode: "
+                                                          << m_inbox->undecodable.front());
         if (m_inbox->messages.empty()) return std::nullopt;
         p::Message m = std::move(m_inbox->messages.front());
         m_inbox->messages.pop_front();
@@ -131,7 +139,8 @@ public:
     /// Waits for the end of the connection (messages still queued are left alone).
     fieldsync::TransportClose wait_closed() {
         std::unique_lock lock(m_inbox->mutex);
-        const bool closed = m_inbox->cv.wait_for(lock, wait_limit, [&] { return m_inbox->closed.has_value(); });
+        const bool closed =
+            m_inbox->cv.wait_for(lock, wait_limit, [&] { return m_inbox->closed.has_value(); });
         REQUIRE_MESSAGE(closed, "the connection did not close within the wait limit");
         return *m_inbox->closed;
     }
@@ -177,7 +186,7 @@ public:
     Device(std::string url, std::string user, std::string password)
         : m_url(std::move(url)), m_user(std::move(user)), m_password(std::move(password)) {}
 
-    std::string token;       ///< from the first welcome; used by every later connect()
+    std::string token;         ///< from the first welcome; used by every later connect()
     std::uint64_t cursor = 0;  ///< the pull cursor this device stored
     std::uint64_t schema = 0;  ///< the schema version it holds
     int pushes_sent = 0, pulls_sent = 0;
@@ -223,7 +232,8 @@ public:
     p::Push make_push(const std::vector<p::RecordState>& records) {
         p::Push push;
         push.batch = m_next_batch++;
-        for (const auto& r : records) push.items.push_back(p::PushItem{schema, r});
+        for (const auto& r : records)
+            push.items.push_back(p::PushItem{schema, r});
         return push;
     }
     /// The next reply of type T. A live session may be sent notify and revoke at any time (its
@@ -235,8 +245,9 @@ public:
             auto m = conn().next();
             REQUIRE_MESSAGE(m.has_value(), "expected " << what << ", but " << conn().state());
             if (auto* t = std::get_if<T>(&*m)) return std::move(*t);
-            REQUIRE_MESSAGE((std::holds_alternative<p::Notify>(*m) || std::holds_alternative<p::Revoke>(*m)),
-                            "expected " << what << ", got " << describe(*m));
+            REQUIRE_MESSAGE(
+                (std::holds_alternative<p::Notify>(*m) || std::holds_alternative<p::Revoke>(*m)),
+                "expected " << what << ", got " << describe(*m));
             m_aside.push_back(std::move(*m));
         }
         FAIL("more than 1000 messages before " << what);
@@ -264,7 +275,8 @@ public:
     }
     p::PushAck push(const std::vector<p::RecordState>& records) { return push(make_push(records)); }
 
-    /// One pull from `since`: the revokes before the page, then the page.
+    /// One pull from `since`: the revokes before the page, then the page. Strict: a notify
+    /// here (the session was live and something changed) fails the test.
     Page pull_page(std::uint64_t since, std::uint64_t limit) {
         conn().send(p::Pull{since, limit});
         ++pulls_sent;
@@ -290,7 +302,8 @@ public:
         Pulled out;
         for (int guard = 0; guard < 1000; ++guard) {
             Page page = pull_page(cursor, limit);
-            for (auto& r : page.revokes) out.revoked.insert(out.revoked.end(), r.records.begin(), r.records.end());
+            for (auto& r : page.revokes)
+                out.revoked.insert(out.revoked.end(), r.records.begin(), r.records.end());
             out.items.insert(out.items.end(), page.changes.items.begin(), page.changes.items.end());
             cursor = page.changes.cursor;
             const bool more = page.changes.more;
@@ -341,12 +354,14 @@ private:
 
 std::set<p::RecordId> ids_of(const std::vector<p::ChangeItem>& items) {
     std::set<p::RecordId> ids;
-    for (const auto& i : items) ids.insert(i.record.id);
+    for (const auto& i : items)
+        ids.insert(i.record.id);
     return ids;
 }
 std::set<p::RecordId> ids_of(const std::vector<p::RecordState>& records) {
     std::set<p::RecordId> ids;
-    for (const auto& r : records) ids.insert(r.id);
+    for (const auto& r : records)
+        ids.insert(r.id);
     return ids;
 }
 const p::ChangeItem* find_item(const std::vector<p::ChangeItem>& items, const p::RecordId& id) {
@@ -362,7 +377,8 @@ std::string village_of(const p::RecordState& s) {
 /// The scope digest (SPEC.md §6.3) of a set of states.
 p::ScopeDigest digest_of(const std::vector<p::ChangeItem>& items) {
     p::ScopeDigest d;
-    for (const auto& i : items) d.add(i.record);
+    for (const auto& i : items)
+        d.add(i.record);
     return d;
 }
 
@@ -372,16 +388,19 @@ struct FeedCounts {
     bool operator==(const FeedCounts&) const = default;
 };
 std::ostream& operator<<(std::ostream& os, const FeedCounts& f) {
-    return os << "{last_seq " << f.last_seq << ", audit rows " << f.audit_rows << ", records " << f.records << "}";
+    return os << "{last_seq " << f.last_seq << ", audit rows " << f.audit_rows << ", records "
+              << f.records << "}";
 }
 FeedCounts feed_counts(const Server& server) {
     sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open_v2(server.db_path().c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_open_v2(server.db_path().c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
+            SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
     auto scalar = [db](const char* sql) {
         sqlite3_stmt* st = nullptr;
         std::int64_t v = -1;
-        if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
             v = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
         return v;
@@ -396,18 +415,21 @@ FeedCounts feed_counts(const Server& server) {
 }
 
 /// Creates a user through the admin API.
-void add_user(const Server& server, const std::string& name, const std::string& role, const std::string& area,
-              const std::string& password) {
+void add_user(const Server& server, const std::string& name, const std::string& role,
+              const std::string& area, const std::string& password) {
     const std::string admin = api_login(server.port(), "admin", server.password("admin"));
-    json::object body{{"name", name}, {"role", role}, {"areas", json::array{json::value(area)}}, {"password", password}};
+    json::object body{{"name", name},
+                      {"role", role},
+                      {"areas", json::array{json::value(area)}},
+                      {"password", password}};
     auto r = http(server.port(), "POST", "/api/users", json::serialize(body), admin);
     REQUIRE_MESSAGE(r.status == 201, r.status << " " << r.body);
 }
 
-#define E2E_NEEDS_SERVER()                                          \
-    if (!have_server()) {                                           \
-        MESSAGE("fieldsync-server is not built; skipping");         \
-        return;                                                     \
+#define E2E_NEEDS_SERVER()                                  \
+    if (!have_server()) {                                   \
+        MESSAGE("fieldsync-server is not built; skipping"); \
+        return;                                             \
     }
 
 }  // namespace
@@ -415,7 +437,7 @@ void add_user(const Server& server, const std::string& name, const std::string& 
 // 1. Authentication over the wire: a good password gets welcome (role, scope, token, schema,
 //    limits); a wrong password, an unknown user, a bogus token and a first message that is not
 //    hello each get error `unauthenticated`, fatal, and the connection closes (1008); the token
-//    from a password login works for the next hello.
+//    from a password login works for the next hello; a disabled account is refused either way.
 TEST_CASE("e2e server: hello with good and bad credentials, then a token login") {
     E2E_NEEDS_SERVER();
     TempDir dir("srv-hello");
@@ -477,6 +499,14 @@ TEST_CASE("e2e server: hello with good and bad credentials, then a token login")
     CHECK(e.code == "unexpected_message");
     CHECK_FALSE(e.fatal);
     a.disconnect();
+
+    // Disabled by an administrator: refused with the token and with the right password.
+    const std::string admin = api_login(server.port(), "admin", server.password("admin"));
+    auto disabled = http(server.port(), "PUT", "/api/users/enumerator-longhuqu",
+                         R"({"disabled": true})", admin);
+    REQUIRE_MESSAGE(disabled.status == 200, disabled.body);
+    refused(a.hello(p::TokenAuth{a.token}), "the token of a disabled account");
+    refused(a.hello(a.password_auth()), "the password of a disabled account");
 }
 
 // 2. A push from one device reaches a second device of another enumerator of the same village:
@@ -497,7 +527,8 @@ TEST_CASE("e2e server: push from one device, pull from another enumerator's devi
                                         a.household(longhuqu, "Altan", "marginal")};
     a.edit(records[1], {{"members_count", std::int64_t{5}}});  // a second update of one record
     const auto ack = a.push(records);
-    for (const auto& r : ack.results) CHECK_MESSAGE(r.ok, r.code << ": " << r.reason);
+    for (const auto& r : ack.results)
+        CHECK_MESSAGE(r.ok, r.code << ": " << r.reason);
 
     const Pulled got = b.pull_all();
     REQUIRE(got.items.size() == records.size());
@@ -505,7 +536,8 @@ TEST_CASE("e2e server: push from one device, pull from another enumerator's devi
     for (const auto& r : records) {
         const auto* item = find_item(got.items, r.id);
         REQUIRE_MESSAGE(item != nullptr, "record " << r.id.to_string() << " did not arrive");
-        CHECK_MESSAGE(same_bytes(item->record, r), "record " << r.id.to_string() << " differs from the pushed state");
+        CHECK_MESSAGE(same_bytes(item->record, r),
+                      "record " << r.id.to_string() << " differs from the pushed state");
         CHECK(item->schema_version == a.schema);
     }
     CHECK(b.cursor == ack.cursor);
@@ -538,11 +570,13 @@ TEST_CASE("e2e server: a replayed or duplicated push changes nothing") {
     a.connect();
     watcher.connect();
 
-    const std::vector<p::RecordState> records{a.household(longhuqu, "Bater"), a.household(longhuqu, "Saran"),
+    const std::vector<p::RecordState> records{a.household(longhuqu, "Bater"),
+                                              a.household(longhuqu, "Saran"),
                                               a.household(longhuqu, "Altan")};
     const p::Push batch = a.make_push(records);
     const p::PushAck first = a.push(batch);
-    for (const auto& r : first.results) CHECK(r.ok);
+    for (const auto& r : first.results)
+        CHECK(r.ok);
     const FeedCounts before = feed_counts(server);
     CHECK(before.last_seq == static_cast<std::int64_t>(first.cursor));
     CHECK(before.audit_rows == 3);
@@ -577,7 +611,8 @@ TEST_CASE("e2e server: a replayed or duplicated push changes nothing") {
     CHECK(after_edit.last_seq == before.last_seq + 1);
     CHECK(after_edit.audit_rows == before.audit_rows + 1);
     const auto stale = a.push(batch);
-    for (const auto& r : stale.results) CHECK(r.ok);
+    for (const auto& r : stale.results)
+        CHECK(r.ok);
     CHECK(stale.cursor == ack_newer.cursor);
     CHECK(feed_counts(server) == after_edit);
 
@@ -595,9 +630,11 @@ TEST_CASE("e2e server: a replayed or duplicated push changes nothing") {
     CHECK(same_bytes(page.changes.items[0].record, newer));
     CHECK(page.changes.cursor == ack_newer.cursor);
     // And the audit log of each record, through the API, has one row per real change.
-    const std::string token = api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
+    const std::string token =
+        api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
     for (std::size_t i = 0; i < records.size(); ++i) {
-        auto r = http(server.port(), "GET", "/api/records/households/" + records[i].id.to_string(), "", token);
+        auto r = http(server.port(), "GET", "/api/records/households/" + records[i].id.to_string(),
+                      "", token);
         REQUIRE_MESSAGE(r.status == 200, r.body);
         CHECK(r.json().at("history").as_array().size() == (i == 0 ? 2u : 1u));
     }
@@ -625,9 +662,11 @@ TEST_CASE("e2e server: paged pull resumed from a cursor after a drop") {
     Device b(server, "supervisor-ejin-horo");
     a.connect();
     std::vector<p::RecordState> records;
-    for (int i = 0; i < 7; ++i) records.push_back(a.household(longhuqu, "Head " + std::to_string(i)));
+    for (int i = 0; i < 7; ++i)
+        records.push_back(a.household(longhuqu, "Head " + std::to_string(i)));
     const auto ack = a.push(records);
-    for (const auto& r : ack.results) CHECK(r.ok);
+    for (const auto& r : ack.results)
+        CHECK(r.ok);
 
     b.connect();
     std::vector<p::ChangeItem> seen;
@@ -647,7 +686,8 @@ TEST_CASE("e2e server: paged pull resumed from a cursor after a drop") {
     b.connect();  // token, hello.cursor = the stored cursor
     const Pulled rest = b.pull_all(3);
     CHECK(rest.pages.size() == 2);
-    for (const auto& i : rest.items) CHECK(i.seq > first.changes.cursor);
+    for (const auto& i : rest.items)
+        CHECK(i.seq > first.changes.cursor);
     seen.insert(seen.end(), rest.items.begin(), rest.items.end());
     CHECK(seen.size() == records.size());  // each once
     CHECK(ids_of(seen) == ids_of(records));
@@ -722,14 +762,16 @@ TEST_CASE("e2e server: a household moved out of a device's scope is revoked on t
     const p::RecordState moved = live.household(longhuqu, "Bater");
     const p::RecordState stays = live.household(longhuqu, "Saran");
     const p::RecordState bounce = live.household(longhuqu, "Altan");
-    for (const auto& r : live.push({moved, stays, bounce}).results) REQUIRE(r.ok);
+    for (const auto& r : live.push({moved, stays, bounce}).results)
+        REQUIRE(r.ok);
     CHECK(live.pull_all().items.size() == 3);  // now live
     offline.connect();
     CHECK(offline.pull_all().items.size() == 3);
     offline.disconnect();
 
     // The supervisor, through the API.
-    const std::string token = api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
+    const std::string token =
+        api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
     auto put = http(server.port(), "PUT", "/api/records/households/" + moved.id.to_string(),
                     R"({"fields": {"village": ")" + hashatu + R"("}})", token);
     REQUIRE_MESSAGE(put.status == 200, put.body);
@@ -775,11 +817,14 @@ TEST_CASE("e2e server: a household moved out of a device's scope is revoked on t
     std::set<p::RecordId> held{moved.id, stays.id, bounce.id};
     for (const auto& page : o.pages) {
         for (const auto& r : page.revokes)
-            for (const auto& ref : r.records) held.erase(ref.id);
-        for (const auto& i : page.changes.items) held.insert(i.record.id);
+            for (const auto& ref : r.records)
+                held.erase(ref.id);
+        for (const auto& i : page.changes.items)
+            held.insert(i.record.id);
     }
     CHECK(held == std::set<p::RecordId>{stays.id, bounce.id});
-    CHECK(std::any_of(o.revoked.begin(), o.revoked.end(), [&](const p::RecordRef& r) { return r.id == moved.id; }));
+    CHECK(std::any_of(o.revoked.begin(), o.revoked.end(),
+                      [&](const p::RecordRef& r) { return r.id == moved.id; }));
     CHECK(find_item(o.items, moved.id) == nullptr);
     const auto* returned = find_item(o.items, bounce.id);
     REQUIRE(returned != nullptr);
@@ -800,6 +845,25 @@ TEST_CASE("e2e server: a household moved out of a device's scope is revoked on t
     const auto refused = live.push({stale});
     CHECK_FALSE(refused.results[0].ok);
     CHECK(refused.results[0].code == "forbidden");
+
+    // The other way records leave a device: its user's areas change. The next hello is followed
+    // by rebootstrap_required (not fatal); a pull from 0 then brings exactly the new scope, and
+    // after it the notice is not repeated.
+    offline.disconnect();
+    const std::string admin = api_login(server.port(), "admin", server.password("admin"));
+    auto reassigned = http(server.port(), "PUT", "/api/users/enumerator-longhuqu-2",
+                           R"({"areas": [")" + hashatu + R"("]})", admin);
+    REQUIRE_MESSAGE(reassigned.status == 200, reassigned.body);
+    CHECK(offline.connect().scope == std::vector<std::string>{hashatu});
+    const auto notice = offline.conn().expect<p::ErrorMessage>("error rebootstrap_required");
+    CHECK(notice.code == "rebootstrap_required");
+    CHECK_FALSE(notice.fatal);
+    offline.cursor = 0;
+    const Pulled full = offline.pull_all();
+    CHECK(ids_of(full.items) == std::set<p::RecordId>{moved.id});
+    offline.disconnect();
+    offline.connect();
+    CHECK(offline.pull_page(offline.cursor, 100).changes.items.empty());  // a page, not an error
 }
 
 // 7. Scope for every role over the wire: an enumerator's items outside their village are
@@ -819,9 +883,11 @@ TEST_CASE("e2e server: scope enforcement for enumerator, supervisor and admin") 
     const auto w = admin.connect();
     CHECK(w.role == "admin");
     CHECK(w.scope == std::vector<std::string>{"ordos"});
-    const std::vector<p::RecordState> seeded{admin.household(longhuqu, "In Longhuqu"), admin.household(hashatu, "In Hashatu"),
-                                             admin.household(shengli, "In Shengli"), admin.household(bayan, "In Bayan")};
-    for (const auto& r : admin.push(seeded).results) CHECK_MESSAGE(r.ok, r.code << ": " << r.reason);
+    const std::vector<p::RecordState> seeded{
+        admin.household(longhuqu, "In Longhuqu"), admin.household(hashatu, "In Hashatu"),
+        admin.household(shengli, "In Shengli"), admin.household(bayan, "In Bayan")};
+    for (const auto& r : admin.push(seeded).results)
+        CHECK_MESSAGE(r.ok, r.code << ": " << r.reason);
 
     // The enumerator: one item in scope, three outside, in one batch.
     enumerator.connect();
@@ -870,22 +936,27 @@ TEST_CASE("e2e server: scope enforcement for enumerator, supervisor and admin") 
     for (int guard = 0;; ++guard) {
         REQUIRE(guard < 10);
         const auto n = hanggin.expect_unasked<p::Notify>("notify");
-        for (const auto& i : n.items) CHECK(p::area_contains("ordos/hanggin", village_of(i.record)));
-        if (const auto* i = find_item(n.items, shengli_again.id); i && same_bytes(i->record, shengli_again)) break;
+        for (const auto& i : n.items)
+            CHECK(p::area_contains("ordos/hanggin", village_of(i.record)));
+        if (const auto* i = find_item(n.items, shengli_again.id);
+            i && same_bytes(i->record, shengli_again))
+            break;
     }
 
     // Supervisor of Ejin Horo: Longhuqu (seeded and the enumerator's) and Hashatu, unchanged.
     ejin_horo.connect();
     const Pulled e = ejin_horo.pull_all();
     CHECK(ids_of(e.items) == std::set<p::RecordId>{seeded[0].id, seeded[1].id, own.id});
-    for (const auto& i : e.items) CHECK(i.record.view("village")->value != p::Value{shengli});
+    for (const auto& i : e.items)
+        CHECK(i.record.view("village")->value != p::Value{shengli});
     CHECK(same_bytes(find_item(e.items, seeded[0].id)->record, longhuqu_edit));  // not moved
-    CHECK(same_bytes(find_item(e.items, seeded[1].id)->record, seeded[1]));  // not edited
+    CHECK(same_bytes(find_item(e.items, seeded[1].id)->record, seeded[1]));      // not edited
 
     // The administrator: everything, and its digest covers all of it.
     admin.cursor = 0;
     const Pulled all = admin.pull_all();
-    CHECK(ids_of(all.items) == std::set<p::RecordId>{seeded[0].id, seeded[1].id, seeded[2].id, seeded[3].id, own.id});
+    CHECK(ids_of(all.items) ==
+          std::set<p::RecordId>{seeded[0].id, seeded[1].id, seeded[2].id, seeded[3].id, own.id});
     CHECK(same_bytes(find_item(all.items, seeded[2].id)->record, shengli_again));
     const auto d = admin.digest();
     CHECK(d.count == 5);
@@ -906,13 +977,18 @@ TEST_CASE("e2e server: restart after SIGTERM and after SIGKILL keeps every ackno
     Device b(*server, "supervisor-ejin-horo");
     a.connect();
     std::vector<p::RecordState> early;
-    for (int i = 0; i < 5; ++i) early.push_back(a.household(longhuqu, "Before " + std::to_string(i)));
-    for (const auto& r : a.push(early).results) REQUIRE(r.ok);
+    for (int i = 0; i < 5; ++i)
+        early.push_back(a.household(longhuqu, "Before " + std::to_string(i)));
+    for (const auto& r : a.push(early).results)
+        REQUIRE(r.ok);
     b.connect();
     CHECK(b.pull_all().items.size() == early.size());
     b.disconnect();
     b.connect();  // connected, but not live: nothing arrives unasked
     const std::uint64_t b_cursor = b.cursor;
+    Device watcher(*server, "admin");  // live: sees each commit as notify
+    watcher.connect();
+    watcher.pull_all();
 
     // Graceful shutdown with 10 pushes in flight.
     std::vector<p::Push> draining;
@@ -936,6 +1012,24 @@ TEST_CASE("e2e server: restart after SIGTERM and after SIGKILL keeps every ackno
     MESSAGE(drained << " of 10 pushes in flight at SIGTERM were acknowledged");
     CHECK(a.conn().wait_closed().code == 1001);
     CHECK(b.conn().wait_closed().code == 1001);
+    // The live device was sent the notify of every acknowledged push before its 1001: queued
+    // frames are written before the close.
+    std::set<p::RecordId> notified;
+    for (int guard = 0; guard < 100; ++guard) {
+        auto m = watcher.conn().next();
+        if (!m) break;
+        auto* n = std::get_if<p::Notify>(&*m);
+        REQUIRE_MESSAGE(n != nullptr, "expected notify, got " << describe(*m));
+        CHECK(n->since == watcher.cursor);
+        watcher.cursor = n->cursor;
+        for (const auto& i : n->items)
+            notified.insert(i.record.id);
+    }
+    CHECK(watcher.conn().wait_closed().code == 1001);
+    for (std::size_t i = 0; i < drained; ++i)
+        CHECK_MESSAGE(notified.count(draining[i].items[0].record.id),
+                      "no notify for acknowledged push " << draining[i].batch);
+    watcher.drop();
     const auto rc = server->wait_exit(wait_limit);
     REQUIRE_MESSAGE(rc.has_value(), "the server did not exit after SIGTERM");
     CHECK(*rc == 0);
@@ -952,10 +1046,12 @@ TEST_CASE("e2e server: restart after SIGTERM and after SIGKILL keeps every ackno
     Page resumed = b.pull_page(b_cursor, 100);
     CHECK(resumed.revokes.empty());
     CHECK_FALSE(resumed.changes.more);
-    for (const auto& r : early) CHECK(find_item(resumed.changes.items, r.id) == nullptr);
+    for (const auto& r : early)
+        CHECK(find_item(resumed.changes.items, r.id) == nullptr);
     for (std::size_t i = 0; i < drained; ++i) {
         const auto* item = find_item(resumed.changes.items, draining[i].items[0].record.id);
-        CHECK_MESSAGE(item != nullptr, "acknowledged push " << draining[i].batch << " is gone after SIGTERM");
+        CHECK_MESSAGE(item != nullptr,
+                      "acknowledged push " << draining[i].batch << " is gone after SIGTERM");
         if (item) CHECK(same_bytes(item->record, draining[i].items[0].record));
     }
     b.cursor = resumed.changes.cursor;
@@ -963,7 +1059,8 @@ TEST_CASE("e2e server: restart after SIGTERM and after SIGKILL keeps every ackno
 
     // a sends what was not acknowledged again, and writes one more.
     a.connect();
-    for (std::size_t i = drained; i < draining.size(); ++i) CHECK(a.push(draining[i]).results[0].ok);
+    for (std::size_t i = drained; i < draining.size(); ++i)
+        CHECK(a.push(draining[i]).results[0].ok);
     const p::RecordState after = a.household(longhuqu, "After restart");
     REQUIRE(a.push({after}).results[0].ok);
     b.connect();
@@ -971,13 +1068,15 @@ TEST_CASE("e2e server: restart after SIGTERM and after SIGKILL keeps every ackno
     std::vector<p::ChangeItem> since_cursor = resumed.changes.items;
     since_cursor.insert(since_cursor.end(), later.items.begin(), later.items.end());
     std::set<p::RecordId> expected{after.id};
-    for (const auto& push : draining) expected.insert(push.items[0].record.id);
+    for (const auto& push : draining)
+        expected.insert(push.items[0].record.id);
     CHECK(ids_of(since_cursor) == expected);
     CHECK(since_cursor.size() == expected.size());  // each once
     b.disconnect();
 
     std::vector<p::RecordState> acked = early;
-    for (const auto& push : draining) acked.push_back(push.items[0].record);
+    for (const auto& push : draining)
+        acked.push_back(push.items[0].record);
     acked.push_back(after);
 
     // Crash: 20 pushes in flight, SIGKILL as soon as the first is acknowledged.
@@ -1022,7 +1121,8 @@ TEST_CASE("e2e server: restart after SIGTERM and after SIGKILL keeps every ackno
     // The writer reconnects and pushes every in-flight batch again: then all are there, once.
     a.set_url(server->url());
     a.connect();
-    for (const auto& push : in_flight) CHECK(a.push(push).results[0].ok);
+    for (const auto& push : in_flight)
+        CHECK(a.push(push).results[0].ok);
     fresh.connect();
     const Pulled more = fresh.pull_all();
     std::vector<p::ChangeItem> everything = all.items;
@@ -1049,8 +1149,8 @@ TEST_CASE("e2e server: /healthz and /metrics") {
     b.connect();
     p::RecordState h = a.household(longhuqu, "Bater", "national_line");
     const p::Push first = a.make_push({h});
-    CHECK(a.push(first).results[0].ok);                                    // accepted, merged
-    CHECK(a.push(first).results[0].ok);                                    // accepted, a replay
+    CHECK(a.push(first).results[0].ok);  // accepted, merged
+    CHECK(a.push(first).results[0].ok);  // accepted, a replay
     CHECK(a.push({a.household(hashatu, "Outside")}).results[0].code == "forbidden");  // rejected
     p::RecordState hb = b.pull_all().items.at(0).record;  // b is live from now on
     // Concurrent edits of a review field (b edits the state it had before a's edit reached it):
@@ -1061,7 +1161,8 @@ TEST_CASE("e2e server: /healthz and /metrics") {
     CHECK(b.expect_unasked<p::Notify>("notify").items.size() == 1);  // a's edit
     CHECK(b.push({hb}).results[0].ok);
     a.pull_all();
-    const int pushes = a.pushes_sent + b.pushes_sent;  // 5
+    const int pushes = a.pushes_sent + b.pushes_sent;
+    CHECK(pushes == 5);
     const int pulls = a.pulls_sent + b.pulls_sent;
 
     auto r = http(server.port(), "GET", "/metrics");
@@ -1069,7 +1170,8 @@ TEST_CASE("e2e server: /healthz and /metrics") {
     CHECK(r.head.find("content-type: text/plain; version=0.0.4") != std::string::npos);
 
     // Parse the exposition: every sample line is `name{labels} value` with a # TYPE before it.
-    const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? ([0-9]+(\.[0-9]+)?)$)");
+    const std::regex sample(
+        R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? ([0-9]+(\.[0-9]+)?)$)");
     std::map<std::string, double> values;  // name with labels -> value
     std::map<std::string, std::string> types;
     std::istringstream in(r.body);
@@ -1085,7 +1187,8 @@ TEST_CASE("e2e server: /healthz and /metrics") {
         }
         if (line.rfind("# HELP ", 0) == 0) continue;
         std::smatch m;
-        REQUIRE_MESSAGE(std::regex_match(line, m, sample), "not a Prometheus sample line: " << line);
+        REQUIRE_MESSAGE(std::regex_match(line, m, sample),
+                        "not a Prometheus sample line: " << line);
         CHECK_MESSAGE(types.count(m[1].str()), "no # TYPE before " << line);
         values[m[1].str() + m[2].str()] = std::stod(m[4].str());
     }
@@ -1121,7 +1224,8 @@ TEST_CASE("e2e server: /healthz and /metrics") {
     CHECK(value("fieldsync_ws_pending_bytes") >= 0);
 
     // The conflict the gauge counts is the one the API lists.
-    const std::string token = api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
+    const std::string token =
+        api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
     auto conflicts = http(server.port(), "GET", "/api/conflicts?status=open", "", token);
     REQUIRE(conflicts.status == 200);
     CHECK(conflicts.json().at("total").as_int64() == 1);
