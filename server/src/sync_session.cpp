@@ -107,15 +107,18 @@ void for_each_new_entry(const p::RecordState& pushed, const p::VersionVector& kn
 
 // What a push may not do to writes the server already holds (SPEC.md §4.4): the authorship and
 // clock checks look only at entries whose dots the server has not seen, so every entry of the
-// joined state whose dot the server had seen must be exactly the entry the server holds, every
-// set dot it had seen must be one it holds for that element, and only the session's replica may
-// raise a counter slot. Otherwise a device could rewrite an existing write under its old dot
-// (another value, author or a far-future timestamp): the join prefers the greater timestamp, so
-// the rewrite would win everywhere. Returns the problem, or nullopt.
+// joined state whose dot the server had seen must be the entry the server holds, every set dot
+// it had seen must be one it holds for that element, and only the session's replica may raise a
+// counter slot. Otherwise a device could rewrite an existing write under its old dot (another
+// value, author or a far-future timestamp): the join prefers the greater timestamp, so the
+// rewrite would win everywhere. One change is allowed: the session's own replica re-stamping its
+// own entry (same dot, author and value; a timestamp within the clock bound), which a client
+// does after a lost push_ack (SPEC.md §3.2 "Restamping"). Returns the problem, or nullopt.
 std::optional<std::string> rewritten_write(const p::RecordState* before,
                                            const p::RecordState& joined,
                                            const p::VersionVector& known,
-                                           const p::ReplicaId& own) {
+                                           const p::ReplicaId& own, const std::string& user,
+                                           std::uint64_t max_wall_ms) {
     for (const auto& kv : joined.fields) {
         const std::string& name = kv.first;
         const p::FieldState& state = kv.second;
@@ -131,6 +134,17 @@ std::optional<std::string> rewritten_write(const p::RecordState* before,
                 return std::find(r->entries.begin(), r->entries.end(), e) != r->entries.end();
             return false;
         };
+        auto restamped = [&](const p::Entry& e) {
+            if (!old || e.dot.replica != own || e.by != user || e.ts.wall_ms() > max_wall_ms)
+                return false;
+            auto same_write = [&](const p::Entry& h) {
+                return h.dot == e.dot && h.by == e.by && h.value == e.value;
+            };
+            if (const auto* l = std::get_if<p::LwwState>(old)) return same_write(l->entry);
+            if (const auto* r = std::get_if<p::ReviewState>(old))
+                return std::any_of(r->entries.begin(), r->entries.end(), same_write);
+            return false;
+        };
         auto rewritten = [&](const p::Dot& d) {
             return "field " + name + ": the state changes the write " + std::to_string(d.counter) +
                    "@" + d.replica.to_string() +
@@ -139,12 +153,12 @@ std::optional<std::string> rewritten_write(const p::RecordState* before,
         switch (p::rule_of(state)) {
             case p::MergeRule::lww: {
                 const auto& e = std::get<p::LwwState>(state).entry;
-                if (known.covers(e.dot) && !held(e)) return rewritten(e.dot);
+                if (known.covers(e.dot) && !held(e) && !restamped(e)) return rewritten(e.dot);
                 break;
             }
             case p::MergeRule::review:
                 for (const auto& e : std::get<p::ReviewState>(state).entries)
-                    if (known.covers(e.dot) && !held(e)) return rewritten(e.dot);
+                    if (known.covers(e.dot) && !held(e) && !restamped(e)) return rewritten(e.dot);
                 break;
             case p::MergeRule::set: {
                 const auto* os = old ? std::get_if<p::SetState>(old) : nullptr;
@@ -524,7 +538,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
     if (before) {
         if (auto st = joined.join(rec); !st) return reject(p::protocol_errc::invalid_value, st.error().message);
     }
-    if (auto why = rewritten_write(before ? &*before : nullptr, joined, known, m_replica))
+    if (auto why = rewritten_write(before ? &*before : nullptr, joined, known, m_replica,
+                                   m_user->name, now + m_ctx.limits.max_clock_ahead_ms))
         return reject(p::protocol_errc::forbidden, *why);
     p::Bytes bytes = p::encode_record(joined);
     if (*stored && (*stored)->state == bytes) return false;  // replay: nothing new (L3)

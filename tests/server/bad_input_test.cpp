@@ -680,6 +680,33 @@ TEST_CASE("Bad input: rewriting a write the server already holds, under its old 
         r.fields["visit_count"] = c;
         s.refuse_item(r, "forbidden", "visit_count");
     }
+    SUBCASE("the device's own write: re-stamped it may come again, changed it may not") {
+        // SPEC.md §3.2: a client re-stamps entries the server has not acknowledged; after a lost
+        // push_ack the server may hold them already, under the same dot.
+        auto mine = household(s.t, 450, village_a, "Bater", t0 - 2000);
+        REQUIRE(s.t.push_one(mine).ok);
+        s.before = f.dump();
+        auto with_ts = [&](p::RecordState r, p::HlcTimestamp ts) {
+            for (auto& [name, st] : r.fields) {
+                if (auto* l = std::get_if<p::LwwState>(&st)) l->entry.ts = ts;
+                if (auto* rv = std::get_if<p::ReviewState>(&st))
+                    for (auto& e : rv->entries) e.ts = ts;
+            }
+            return r;
+        };
+        auto changed = mine;
+        std::get<p::ReviewState>(changed.fields.at("head_name")).entries.at(0).value =
+            std::string("Other answer");
+        s.refuse_item(changed, "forbidden", "head_name");
+        s.refuse_item(with_ts(mine, p::HlcTimestamp::from_parts(t0 + 365ull * 24 * 3600 * 1000, 0)),
+                      "forbidden", "the server already holds");
+        auto restamped = with_ts(mine, p::HlcTimestamp::from_parts(t0 - 500, 0));
+        CHECK(s.t.push_one(restamped).ok);
+        f.with_store([&](Store& st) {
+            auto stored = p::decode_record(st.get_record("households", mine.id).value()->state).value();
+            CHECK(stored == restamped);
+        });
+    }
     SUBCASE("legitimate pushes still pass: a replay, a stale copy, and a new edit") {
         p::RecordState current = s.state_of(f.rec_a);
         CHECK(s.t.push_one(current).ok);
