@@ -70,9 +70,48 @@ ApiError conflict(std::string code, std::string message) {
 }
 ApiError internal_error(std::string message) { return make(500, "internal", std::move(message)); }
 
+namespace {
+
+// Text that is valid UTF-8 whatever the input: each byte that does not start a valid sequence
+// becomes "\xNN". Error messages quote what the client sent, and a response must stay valid
+// JSON even when that was not UTF-8 (found by fuzz_http_api).
+std::string utf8_safe(std::string_view s) {
+    if (protocol::is_valid_utf8(s)) return std::string(s);
+    std::string out;
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        const std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        if (len > 0 && i + len <= s.size() && protocol::is_valid_utf8(s.substr(i, len))) {
+            out.append(s.substr(i, len));
+            i += len;
+            continue;
+        }
+        static constexpr char hex[] = "0123456789abcdef";
+        out += "\\x";
+        out += hex[c >> 4];
+        out += hex[c & 0xF];
+        ++i;
+    }
+    return out;
+}
+
+void make_utf8_safe(json::value& v) {
+    if (v.is_string()) {
+        if (!protocol::is_valid_utf8(v.get_string())) v = utf8_safe(v.get_string());
+    } else if (v.is_array()) {
+        for (auto& e : v.get_array()) make_utf8_safe(e);
+    } else if (v.is_object()) {
+        for (auto& kv : v.get_object()) make_utf8_safe(kv.value());
+    }
+}
+
+}  // namespace
+
 std::string error_body(const ApiError& e) {
-    json::object err{{"code", e.code}, {"message", e.message}};
-    for (const auto& [k, v] : e.details) err[k] = v;
+    json::value err = json::object{{"code", utf8_safe(e.code)}, {"message", utf8_safe(e.message)}};
+    for (const auto& [k, v] : e.details) err.get_object()[utf8_safe(k)] = v;
+    make_utf8_safe(err);
     return json::serialize(json::object{{"error", std::move(err)}});
 }
 
