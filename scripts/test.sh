@@ -7,13 +7,15 @@
 #   deps    scripts/install-deps.sh (apt; needs root or sudo)
 #   debug   preset `debug`: Debug, warnings as errors, the whole ctest suite
 #   asan    preset `asan`: AddressSanitizer + UndefinedBehaviorSanitizer, the whole suite
+#   tsan    preset `tsan`: ThreadSanitizer over the server's concurrency tests (the store worker,
+#           sync sessions and HTTP API on their threads: server_tests, sync_tests, api_tests)
 #   fuzz    preset `fuzz`: clang-14 libFuzzer targets, each run for FIELDSYNC_FUZZ_SECONDS
 #           (default 60) over its seed corpus; any finding fails
 #   bench   benchmark smoke run at tiny size (from the debug build); proves the benchmarks still
 #           run, never asserts timing
 #
 # Environment:
-#   FIELDSYNC_STAGES        stages to run, default "deps debug asan fuzz bench"
+#   FIELDSYNC_STAGES        stages to run, default "deps debug asan tsan fuzz bench"
 #   FIELDSYNC_BUILD_ROOT    where build directories go, default build (build/<preset>, as the
 #                           presets); relative paths are taken from the repository root
 #   FIELDSYNC_FUZZ_SECONDS  seconds per fuzzer, default 60
@@ -27,7 +29,7 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 1
 
-stages="${FIELDSYNC_STAGES:-deps debug asan fuzz bench}"
+stages="${FIELDSYNC_STAGES:-deps debug asan tsan fuzz bench}"
 build_root="${FIELDSYNC_BUILD_ROOT:-build}"
 jobs="${FIELDSYNC_JOBS:-2}"
 export FIELDSYNC_FUZZ_SECONDS="${FIELDSYNC_FUZZ_SECONDS:-60}"
@@ -125,6 +127,11 @@ for stage in $stages; do
         UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
             build_stage asan asan "-LE bench"
         ;;
+    tsan)
+        TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}" \
+            build_stage tsan tsan "-R ^(server_tests|sync_tests|api_tests)$" \
+                server_tests sync_tests api_tests
+        ;;
     fuzz)
         if ! compgen -G "tests/fuzz/fuzz_*.cpp" >/dev/null; then
             banner "fuzz"
@@ -155,7 +162,7 @@ for stage in $stages; do
         fi
         ;;
     *)
-        echo "unknown stage '$stage' (known: deps debug asan fuzz bench)" >&2
+        echo "unknown stage '$stage' (known: deps debug asan tsan fuzz bench)" >&2
         record "$stage" FAILED 0 0 1 "unknown stage"
         ;;
     esac
