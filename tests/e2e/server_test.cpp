@@ -511,7 +511,8 @@ TEST_CASE("e2e server: hello with good and bad credentials, then a token login")
 
 // 2. A push from one device reaches a second device of another enumerator of the same village:
 //    every record arrives, byte for byte the pushed canonical state, and the server's scope
-//    digest for the second device equals the digest of what it received.
+//    digest for the second device equals the digest of what it received. (The demo has one
+//    enumerator per village, so the second one is created through the admin API.)
 TEST_CASE("e2e server: push from one device, pull from another enumerator's device") {
     E2E_NEEDS_SERVER();
     TempDir dir("srv-pushpull");
