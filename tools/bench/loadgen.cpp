@@ -12,7 +12,8 @@
 //                one record per push, that is 256 records per commit)
 //   ingest       1, 10 and 100 tablets (`--tablets`) each push new demo-survey households, one
 //                push in flight per tablet, `--items` records per push; records/s of durable
-//                acks, p50/p99 push-to-ack latency, and the ratio to the storage bound
+//                acks, p50/p99 push-to-ack latency, and the ratio to the storage bound; then
+//                once more with 100 tablets pushing `--batched-items` (20) records per push
 //   pull         seeds one village with 5,000 households and 20,000 visits, then a fresh SDK
 //                replica's first sync (Replicator::sync_once): seconds and records/s
 //   fanout       1,000 live tablets in one village; one tablet pushes a household, the others
@@ -21,6 +22,7 @@
 //
 // Usage: loadgen [--server PATH] [--scenarios a,b,...] [--small] [--dir DIR] [--keep]
 //                [--seconds S] [--records N] [--tablets 1,10,100] [--items N] [--group N]
+//                [--batched-items N]
 //                [--pull-households N] [--pull-visits N] [--fanout-tablets N] [--pushes N]
 //                [--connections 1000,10000]
 // `--small` shrinks every size for a smoke run (CTest label bench); it never checks timings.
@@ -387,7 +389,7 @@ private:
 
 // --- Tablets: WebSocket clients -----------------------------------------------------------
 
-struct Tablet {
+struct Tablet : std::enable_shared_from_this<Tablet> {
     explicit Tablet(net::io_context& io) : ws(io) {}
     websocket::stream<beast::tcp_stream> ws;
     fp::Id128 device = random_id();
@@ -606,15 +608,12 @@ std::string login_token(net::io_context& io, const ServerProcess& server, std::u
 void go_live(const TabletPtr& t) {
     t->on_msg = [](Tablet& self, fp::Message& m, Clock::time_point) {
         if (auto* c = std::get_if<fp::Changes>(&m)) {
-            if (c->more) {
-                // send() needs the shared_ptr; the tablet is kept alive by its reader.
-                return;
-            }
-            self.live = true;
+            if (c->more)
+                send(self.shared_from_this(), fp::encode_message(fp::Pull{c->cursor, 500}));
+            else
+                self.live = true;
         }
     };
-    // A fresh village holds nothing, or less than a page: one pull suffices; a tablet that
-    // needed more pages would not go live and the scenario reports it.
     send(t, fp::encode_message(fp::Pull{0, 500}));
 }
 
@@ -630,6 +629,7 @@ struct Options {
     std::size_t records = 20000;  // per ingest scenario, at most
     std::vector<std::size_t> tablets{1, 10, 100};
     std::size_t items = 1;
+    std::size_t batched_items = 20;  // a further 100-tablet ingest run with this many per push
     std::size_t group = 256;
     std::size_t storage_records = 50000;
     std::size_t pull_households = 5000;
@@ -825,11 +825,13 @@ void scenario_ingest(const Options& o, std::size_t count) {
     if (acked == 0) die("ingest: nothing was acknowledged: " + first_error(tablets));
     const double secs = std::chrono::duration<double>(last_ack - start).count();
     const double rate = static_cast<double>(acked) / secs;
-    const std::string tag = "ingest, " + std::to_string(count) + (count == 1 ? " tablet" : " tablets");
+    const std::string tag = "ingest, " + std::to_string(count) + (count == 1 ? " tablet" : " tablets") +
+                            (o.items > 1 ? ", " + std::to_string(o.items) + " records per push" : "");
+    const bool target = count == 100 && o.items == 1;  // the p99 target: 100 tablets
     emit(tag + ": records/s (durable acks)", rate, "records/s", g_storage_bound);
     emit(tag + ": push-to-ack p50", percentile(latencies, 50), "ms");
-    emit(tag + ": push-to-ack p99", percentile(latencies, 99), "ms", count == 100 ? 100 : 0,
-         count == 100 ? "100 (target)" : "");
+    emit(tag + ": push-to-ack p99", percentile(latencies, 99), "ms", target ? 100 : 0,
+         target ? "100 (target)" : "");
     const double groups = ServerProcess::metric(metrics_after, "fieldsync_store_groups_total") -
                           ServerProcess::metric(metrics_before, "fieldsync_store_groups_total");
     if (groups > 0) emit(tag + ": records per group commit (server)", static_cast<double>(acked) / groups, "records");
@@ -887,33 +889,52 @@ void scenario_pull(const Options& o) {
             " records acknowledged; " + problem + first_error(seeders));
     close_tablets(io, seeders);
 
-    // The first sync of a fresh SDK replica: connect, hello (token), schema, every page joined.
-    const fs::path replica_dir = o.dir / "pull" / "tablet";
-    fs::create_directories(replica_dir);
-    auto opened = fieldsync::Replica::open(replica_dir / "replica.db");
-    if (!opened) die("pull: Replica::open: " + opened.error().message);
-    auto replica = *opened;
-    fieldsync::ReplicatorOptions ro;
-    ro.url = "ws://127.0.0.1:" + std::to_string(server.port()) + "/sync";
-    ro.credentials = {kUser, "", token};
-    std::atomic<std::uint64_t> pages{0};
-    ro.on_status = [&](const fieldsync::ReplicatorStatus& s) { pages = s.pages; };
-    fieldsync::Replicator sync(replica, ro);
-    const auto t0 = Clock::now();
-    auto st = sync.sync_once(std::chrono::seconds(300));
-    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (!st) die("pull: sync_once: " + st.error().message);
-    auto hh = replica->count("households");
-    auto vv = replica->count("visits");
-    const std::size_t got = (hh ? *hh : 0) + (vv ? *vv : 0);
-    if (got != households + visits)
-        die("pull: the replica holds " + std::to_string(got) + " records, expected " +
-            std::to_string(households + visits));
-    const std::string tag = "initial pull, " + std::to_string(households) + " households + " +
-                            std::to_string(visits) + " visits";
-    emit(tag + ": seconds", secs, "s", 1, "1 (target)");
-    emit(tag + ": records/s", static_cast<double>(got) / secs, "records/s");
-    emit(tag + ": pages", static_cast<double>(pages.load()), "pages");
+    // The first sync of a fresh SDK replica: connect, hello (token), schema, every page joined;
+    // with the SDK's default page size, then with the server's largest page (max_page 500).
+    for (const std::uint64_t page : {std::uint64_t{0}, std::uint64_t{500}}) {
+        const fs::path replica_dir = o.dir / "pull" / ("tablet-" + std::to_string(page));
+        fs::create_directories(replica_dir);
+        auto opened = fieldsync::Replica::open(replica_dir / "replica.db");
+        if (!opened) die("pull: Replica::open: " + opened.error().message);
+        auto replica = *opened;
+        fieldsync::ReplicatorOptions ro;
+        ro.url = "ws://127.0.0.1:" + std::to_string(server.port()) + "/sync";
+        ro.credentials = {kUser, "", token};
+        if (page) ro.engine.page_size = page;
+        const std::uint64_t page_size = ro.engine.page_size;
+        std::atomic<std::uint64_t> pages{0};
+        ro.on_status = [&](const fieldsync::ReplicatorStatus& s) { pages = s.pages; };
+        fieldsync::Replicator sync(replica, ro);
+        const double server_cpu0 = proc_cpu_seconds(server.pid());
+        const double tablet_cpu0 = proc_cpu_seconds(::getpid());
+        const auto t0 = Clock::now();
+        auto st = sync.sync_once(std::chrono::seconds(300));
+        const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        const double server_cpu = proc_cpu_seconds(server.pid()) - server_cpu0;
+        const double tablet_cpu = proc_cpu_seconds(::getpid()) - tablet_cpu0;
+        if (!st) die("pull: sync_once: " + st.error().message);
+        auto hh = replica->count("households");
+        auto vv = replica->count("visits");
+        auto mm = replica->count("members");
+        const std::size_t got = (hh ? *hh : 0) + (vv ? *vv : 0) + (mm ? *mm : 0);
+        // The village also holds whatever --demo seeded there.
+        if (!hh || !vv || *hh < households || *vv < visits)
+            die("pull: the replica holds " + std::to_string(hh ? *hh : 0) + " households and " +
+                std::to_string(vv ? *vv : 0) + " visits, expected at least " +
+                std::to_string(households) + " and " + std::to_string(visits));
+        const std::string tag = "initial pull, " + std::to_string(*hh) + " households + " +
+                                std::to_string(*vv) + " visits" +
+                                (mm && *mm ? " + " + std::to_string(*mm) + " members" : "") +
+                                (page ? ", " : ", SDK default ") + std::to_string(page_size) +
+                                " per page";
+        emit(tag + ": seconds", secs, "s", 1, "1 (target)");
+        emit(tag + ": records/s", static_cast<double>(got) / secs, "records/s");
+        emit(tag + ": pages", static_cast<double>(pages.load()), "pages");
+        // Where the time goes: CPU of the server process and of the tablet (this process: the
+        // SDK's replicator and transport threads) during the sync; the rest is waiting.
+        emit(tag + ": server CPU during the pull", server_cpu, "s");
+        emit(tag + ": tablet (SDK) CPU during the pull", tablet_cpu, "s");
+    }
     server.stop();
 }
 
@@ -1051,6 +1072,7 @@ int main(int argc, char** argv) {
         } else if (a == "--seconds") o.seconds = std::atof(value().c_str());
         else if (a == "--records") o.records = std::strtoull(value().c_str(), nullptr, 10);
         else if (a == "--tablets") o.tablets = parse_list(value());
+        else if (a == "--batched-items") o.batched_items = std::strtoull(value().c_str(), nullptr, 10);
         else if (a == "--items") o.items = std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
         else if (a == "--group") o.group = std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
         else if (a == "--storage-records") o.storage_records = std::strtoull(value().c_str(), nullptr, 10);
@@ -1062,7 +1084,8 @@ int main(int argc, char** argv) {
         else {
             std::cerr << "usage: loadgen [--server PATH] [--scenarios storage,ingest,pull,fanout,connections]\n"
                          "               [--small] [--dir DIR] [--keep] [--seconds S] [--records N]\n"
-                         "               [--tablets 1,10,100] [--items N] [--group N] [--storage-records N]\n"
+                         "               [--tablets 1,10,100] [--items N] [--batched-items N] [--group N]\n"
+                         "               [--storage-records N]\n"
                          "               [--pull-households N] [--pull-visits N] [--fanout-tablets N]\n"
                          "               [--pushes N] [--connections 1000,10000]\n";
             return EXIT_FAILURE;
@@ -1088,6 +1111,14 @@ int main(int argc, char** argv) {
         } else if (s == "ingest") {
             if (g_storage_bound == 0) scenario_storage(o);
             for (std::size_t n : o.tablets) scenario_ingest(o, n);
+            if (o.batched_items > 1 && o.items == 1 && !o.tablets.empty()) {
+                // Tablets back from days offline push their outbox in batches (the SDK sends up
+                // to welcome.limits.max_batch items per push): the per-push costs amortise.
+                Options b = o;
+                b.items = o.batched_items;
+                b.records = 2 * o.records;
+                scenario_ingest(b, *std::max_element(o.tablets.begin(), o.tablets.end()));
+            }
         } else if (s == "pull") {
             scenario_pull(o);
         } else if (s == "fanout") {
