@@ -1079,6 +1079,7 @@ HttpApi::Impl::Outcome HttpApi::Impl::update_user(Call& c) {
                                         "own admin role; ask another administrator");
     checked(c.store->update_user(u), "update_user");
     if (u.disabled && !found->disabled) checked(c.store->revoke_user_tokens(u.id), "revoke_user_tokens");
+    m_worker.user_changed(u.name);  // open sync sessions end or re-bootstrap after the commit
     c.wrote = true;
     return json_reply(json::object{{"user", user_json(u, true)}});
 }
@@ -1136,6 +1137,7 @@ HttpApi::Impl::Outcome HttpApi::Impl::set_password(Call& c) {
     u.password_hash = self ? c.work_result->substr(3) : *c.work_result;
     checked(c.store->update_user(u), "update_user");
     checked(c.store->revoke_user_tokens(u.id), "revoke_user_tokens");
+    m_worker.user_changed(u.name);  // its open sync sessions end after the commit
     c.wrote = true;
     return json_reply(json::object{{"user", u.name}, {"password_changed", true},
                                    {"sessions_revoked", true}});

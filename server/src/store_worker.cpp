@@ -1,6 +1,8 @@
 // The store's writer thread with group commit. Design: store_worker.hpp.
 #include "fieldsync/server/store_worker.hpp"
 
+#include <algorithm>
+
 #include <chrono>
 
 namespace fieldsync::server {
@@ -155,6 +157,7 @@ void StoreWorker::run_group(std::vector<Item>& items) {
     bool wrote = false;
     Status begun = m_store->begin();
     m_ctx.touched_areas.clear();
+    m_changed_users.clear();
     for (auto& it : items) {
         m_stats.jobs++;
         if (it.kind == Item::session_frame) {
@@ -212,6 +215,19 @@ void StoreWorker::run_group(std::vector<Item>& items) {
             slot->second.send(std::move(p.out));
         }
     }
+    if (committed && !m_changed_users.empty()) {
+        // Accounts changed by this group: their open sessions may no longer stand.
+        for (auto& [id, slot] : m_sessions) {
+            SyncSession& s = *slot.session;
+            if (!s.user()) continue;
+            if (std::find(m_changed_users.begin(), m_changed_users.end(), s.user()->name) ==
+                m_changed_users.end())
+                continue;
+            SyncOutput out = s.recheck_user();
+            if (!out.frames.empty() || out.close) slot.send(std::move(out));
+        }
+    }
+    m_changed_users.clear();
     if (wrote && committed) {
         if (auto n = m_store->count_open_conflicts()) m_stats.open_conflicts = *n;
         // Wake the live sessions whose scope the changes touched.

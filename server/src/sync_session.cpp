@@ -43,6 +43,20 @@ SyncOutput error_reply(p::protocol_errc code, std::string message, bool fatal,
     return out;
 }
 
+// Scope: assigned areas; administrators see every root of the area tree.
+Result<Scope> scope_of(Store& store, const User& user) {
+    Scope scope;
+    if (user.role == Role::admin) {
+        auto areas = store.list_areas();
+        if (!areas) return areas.error();
+        for (const auto& a : *areas)
+            if (a.parent.empty()) scope.areas.push_back(a.code);
+    } else {
+        scope.areas = user.areas;
+    }
+    return scope;
+}
+
 SyncOutput store_failure(const p::Error& e) {
     return error_reply(p::protocol_errc::internal, "the server's store failed: " + e.message, true);
 }
@@ -331,16 +345,9 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     dev.app_version = h.app;
     dev.last_seen_ms = static_cast<std::int64_t>(now);
 
-    // Scope: assigned areas; administrators see every root of the area tree.
-    Scope scope;
-    if (user->role == Role::admin) {
-        auto areas = store.list_areas();
-        if (!areas) return store_failure(areas.error());
-        for (const auto& a : *areas)
-            if (a.parent.empty()) scope.areas.push_back(a.code);
-    } else {
-        scope.areas = user->areas;
-    }
+    auto scope_or = scope_of(store, *user);
+    if (!scope_or) return store_failure(scope_or.error());
+    const Scope scope = std::move(*scope_or);
     // The device's recorded scope changes only when it finishes a pull under the new one
     // (on_pull): a replayed or interrupted hello must not swallow the re-bootstrap notice.
     m_scope_signature = scope_signature(scope);
@@ -667,6 +674,39 @@ Result<std::pair<std::uint64_t, bool>> SyncSession::page_since(std::uint64_t sin
         out.frames.push_back(p::encode_message(c));
     }
     return std::make_pair(page->next_cursor, page->more);
+}
+
+SyncOutput SyncSession::recheck_user() {
+    if (!m_user) return {};
+    Store& store = *m_ctx.store;
+    const std::string name = m_user->name;
+    auto fresh = store.user_by_name(name);
+    if (!fresh) return store_failure(fresh.error());
+    if (!*fresh || (*fresh)->disabled) {
+        m_live = false;
+        return error_reply(p::protocol_errc::unauthenticated,
+                           "the account " + name +
+                               " was disabled while this session was open; ask an administrator",
+                           true);
+    }
+    if ((*fresh)->password_hash != m_user->password_hash) {
+        m_live = false;
+        return error_reply(p::protocol_errc::unauthenticated,
+                           "the password of " + name +
+                               " was changed, which ended its sessions; sign in again with the "
+                               "new password",
+                           true);
+    }
+    auto scope = scope_of(store, **fresh);
+    if (!scope) return store_failure(scope.error());
+    m_user = *fresh;
+    if (scope_signature(*scope) == scope_signature(m_scope)) return {};
+    m_live = false;
+    return error_reply(p::protocol_errc::rebootstrap_required,
+                       "the assigned areas of " + name +
+                           " changed while this session was open: reconnect, push pending "
+                           "changes, then pull your scope again from cursor 0",
+                       true);
 }
 
 SyncOutput SyncSession::catch_up() {

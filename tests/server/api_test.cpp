@@ -1335,3 +1335,63 @@ TEST_CASE("API: offloaded password work and concurrent requests") {
     std::lock_guard lock(m);
     for (auto& t : threads) t.join();
 }
+
+TEST_CASE("API: changing an account ends its open sync sessions at once") {
+    Fixture f;
+    const std::string admin = f.login("admin");
+    // Three live tablets: two of enum-a, one of enum-a2 (a bystander).
+    Tablet& a = f.tablet("enum-a", 31);
+    a.pull_all();
+    Tablet& a2 = f.tablet("enum-a2", 32);
+    a2.pull_all();
+    // A push acknowledged, skipping the live notifications that may arrive before its ack.
+    auto push_ok = [](Tablet& t, p::RecordState r) {
+        p::Push push;
+        push.batch = ++t.batch;
+        push.items.push_back(p::PushItem{1, std::move(r)});
+        t.send(push);
+        for (int guard = 0; guard < 20; ++guard) {
+            p::Message msg = t.next();
+            if (std::holds_alternative<p::Notify>(msg) || std::holds_alternative<p::Revoke>(msg)) continue;
+            REQUIRE(std::holds_alternative<p::PushAck>(msg));
+            const auto& ack = std::get<p::PushAck>(msg);
+            REQUIRE(ack.results.size() == 1);
+            CHECK(ack.results[0].ok);
+            return;
+        }
+        FAIL("no push_ack");
+    };
+    auto fatal_error = [](Tablet& t) {
+        p::Message msg = t.next();
+        REQUIRE(std::holds_alternative<p::ErrorMessage>(msg));
+        return std::get<p::ErrorMessage>(msg);
+    };
+
+    SUBCASE("areas changed: rebootstrap_required, fatal") {
+        f.expect(200, "PUT", "/api/users/enum-a", R"({"areas":[")" + std::string(village_b) + R"("]})", admin);
+        auto e = fatal_error(a);
+        CHECK(e.code == "rebootstrap_required");
+        CHECK(e.fatal);
+        CHECK(e.message.find("enum-a") != std::string::npos);
+    }
+    SUBCASE("display name only: the session goes on") {
+        f.expect(200, "PUT", "/api/users/enum-a", R"({"display_name":"Bater"})", admin);
+        // Still served: a push is acknowledged.
+        push_ok(a, household(a, 33, village_a, "Sarangerel"));
+    }
+    SUBCASE("disabled: unauthenticated, fatal") {
+        f.expect(200, "PUT", "/api/users/enum-a", R"({"disabled":true})", admin);
+        auto e = fatal_error(a);
+        CHECK(e.code == "unauthenticated");
+        CHECK(e.fatal);
+        CHECK(e.message.find("disabled") != std::string::npos);
+    }
+    SUBCASE("new password: unauthenticated, fatal") {
+        f.expect(200, "POST", "/api/users/enum-a/password", R"({"password":"a brand new passphrase"})", admin);
+        auto e = fatal_error(a);
+        CHECK(e.code == "unauthenticated");
+        CHECK(e.message.find("password") != std::string::npos);
+    }
+    // The bystander's session is untouched in every case.
+    push_ok(a2, household(a2, 34, village_a, "Wang Jun"));
+}

@@ -101,6 +101,10 @@ public:
     /// Tells the worker that a job changed records in `area`: after the commit, live sessions
     /// whose scope covers it are caught up.
     void touch_area(std::string area) { m_ctx.touched_areas.push_back(std::move(area)); }
+    /// Tells the worker that a job changed the account `name` (disabled, password, areas,
+    /// role): after the commit, its open sync sessions are re-checked and ended or told to
+    /// re-bootstrap (SyncSession::recheck_user).
+    void user_changed(std::string name) { m_changed_users.push_back(std::move(name)); }
     /// Limits in force.
     const SyncLimits& limits() const noexcept { return m_options.limits; }
 
@@ -131,6 +135,7 @@ private:
     protocol::ReplicaId m_server_replica;
     LoginThrottle m_throttle;
     SyncContext m_ctx;
+    std::vector<std::string> m_changed_users;  // by jobs of the current group
     WorkerStats m_stats;
 
     std::mutex m_mutex;

@@ -80,6 +80,13 @@ public:
     /// After a commit by anyone: if this session is live, the frames that bring it up to date
     /// (notify and revoke). Empty when there is nothing new in its scope.
     SyncOutput catch_up();
+    /// After a commit that changed this session's user (StoreWorker::user_changed): reloads the
+    /// account. Disabled, deleted, or its password changed (which revokes every token): a fatal
+    /// `unauthenticated`, so a stolen or retired tablet stops syncing at once rather than at its
+    /// next connection. Areas changed: a fatal `rebootstrap_required`, so the device reconnects
+    /// and re-bootstraps under its new scope (SPEC.md §4.5). Otherwise (role or display name
+    /// only) the session goes on with the fresh account; the output is then empty.
+    SyncOutput recheck_user();
 
     bool authenticated() const noexcept { return m_user.has_value(); }
     bool live() const noexcept { return m_live; }
