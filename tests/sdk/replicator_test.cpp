@@ -166,7 +166,8 @@ TEST_CASE("Replicator: continuous mode pushes local writes at once and receives 
         auto got = b->get("households", id);
         return got.ok() && got->has_value();
     }));
-    CHECK(remote.load() >= 1);
+    // Observers are told after the commit, possibly a moment after get() sees the record.
+    CHECK(eventually([&] { return remote.load() >= 1; }));
     CHECK(ra.running());
 
     const auto t0 = std::chrono::steady_clock::now();

@@ -220,6 +220,9 @@ public:
         m_ctx.registry.clear();
         m_empty_timer.reset();
         m_acceptor.reset();
+        // The accept loop's cancellation handler holds a strand executor: destroy it now, not
+        // with the member after the io_context (a use-after-free ASan found at shutdown).
+        m_accept_cancel.slot().clear();
         m_control = {};
         m_acceptor_strand = {};
         m_ioc.reset();
