@@ -10,7 +10,7 @@
 #   tsan    preset `tsan`: ThreadSanitizer over the server's concurrency tests (the store worker,
 #           sync sessions and HTTP API on their threads: server_tests, sync_tests, api_tests)
 #   fuzz    preset `fuzz`: clang-14 libFuzzer targets, each run for FIELDSYNC_FUZZ_SECONDS
-#           (default 60) over its seed corpus; any finding fails
+#           (default 45) over its seed corpus; any finding fails
 #   bench   benchmark smoke run at tiny size (from the debug build); proves the benchmarks still
 #           run, never asserts timing
 #
@@ -18,7 +18,10 @@
 #   FIELDSYNC_STAGES        stages to run, default "deps debug asan tsan fuzz bench"
 #   FIELDSYNC_BUILD_ROOT    where build directories go, default build (build/<preset>, as the
 #                           presets); relative paths are taken from the repository root
-#   FIELDSYNC_FUZZ_SECONDS  seconds per fuzzer, default 60
+#   FIELDSYNC_FUZZ_SECONDS  seconds per fuzzer, default 45
+#   FIELDSYNC_ASAN_CASES, FIELDSYNC_ASAN_SIM_SEEDS
+#                           property-test cases (default 400) and simulation seeds (default 50)
+#                           under the asan stage; the debug stage runs the suites' defaults
 #   FIELDSYNC_JOBS          build and test parallelism, default 2
 #
 # Prints a summary and, last, the line "N passed, N failed" (ctest results summed over all
@@ -32,7 +35,7 @@ cd "$root" || exit 1
 stages="${FIELDSYNC_STAGES:-deps debug asan tsan fuzz bench}"
 build_root="${FIELDSYNC_BUILD_ROOT:-build}"
 jobs="${FIELDSYNC_JOBS:-2}"
-export FIELDSYNC_FUZZ_SECONDS="${FIELDSYNC_FUZZ_SECONDS:-60}"
+export FIELDSYNC_FUZZ_SECONDS="${FIELDSYNC_FUZZ_SECONDS:-45}"
 
 total_passed=0
 total_failed=0
@@ -123,6 +126,10 @@ for stage in $stages; do
         build_stage debug debug "-LE bench" || debug_built="$stage_built"
         ;;
     asan)
+        # The same suite; the seeded property tests and the simulation run fewer cases here
+        # (sanitized code is several times slower), the debug stage runs them in full.
+        FIELDSYNC_CASES="${FIELDSYNC_ASAN_CASES:-400}" \
+        FIELDSYNC_SIM_SEEDS="${FIELDSYNC_ASAN_SIM_SEEDS:-50}" \
         ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1}" \
         UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
             build_stage asan asan "-LE bench"
