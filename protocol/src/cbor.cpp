@@ -21,7 +21,9 @@ void append_head(Bytes& out, F encode, A... args) {
 }
 }  // namespace
 
-void CborWriter::uint(std::uint64_t v) { append_head(m_out, cbor_encode_uint, v); }
+void CborWriter::uint(std::uint64_t v) {
+    append_head(m_out, cbor_encode_uint, v);
+}
 
 void CborWriter::int64(std::int64_t v) {
     if (v >= 0) {
@@ -32,8 +34,12 @@ void CborWriter::int64(std::int64_t v) {
     }
 }
 
-void CborWriter::boolean(bool v) { append_head(m_out, cbor_encode_bool, v); }
-void CborWriter::null() { append_head(m_out, cbor_encode_null); }
+void CborWriter::boolean(bool v) {
+    append_head(m_out, cbor_encode_bool, v);
+}
+void CborWriter::null() {
+    append_head(m_out, cbor_encode_null);
+}
 
 void CborWriter::text(std::string_view s) {
     append_head(m_out, cbor_encode_string_start, s.size());
@@ -45,9 +51,15 @@ void CborWriter::bytes(ByteView b) {
     m_out.insert(m_out.end(), b.begin(), b.end());
 }
 
-void CborWriter::array(std::size_t count) { append_head(m_out, cbor_encode_array_start, count); }
-void CborWriter::map(std::size_t count) { append_head(m_out, cbor_encode_map_start, count); }
-void CborWriter::raw(ByteView encoded) { m_out.insert(m_out.end(), encoded.begin(), encoded.end()); }
+void CborWriter::array(std::size_t count) {
+    append_head(m_out, cbor_encode_array_start, count);
+}
+void CborWriter::map(std::size_t count) {
+    append_head(m_out, cbor_encode_map_start, count);
+}
+void CborWriter::raw(ByteView encoded) {
+    m_out.insert(m_out.end(), encoded.begin(), encoded.end());
+}
 
 void CanonicalMap::write_to(CborWriter& w) {
     std::sort(m_entries.begin(), m_entries.end(),
@@ -64,14 +76,22 @@ void CanonicalMap::write_to(CborWriter& w) {
 
 const char* to_string(CborType t) noexcept {
     switch (t) {
-        case CborType::unsigned_int: return "unsigned integer";
-        case CborType::negative_int: return "negative integer";
-        case CborType::bytes: return "byte string";
-        case CborType::text: return "text string";
-        case CborType::array: return "array";
-        case CborType::map: return "map";
-        case CborType::boolean: return "boolean";
-        case CborType::null: return "null";
+        case CborType::unsigned_int:
+            return "unsigned integer";
+        case CborType::negative_int:
+            return "negative integer";
+        case CborType::bytes:
+            return "byte string";
+        case CborType::text:
+            return "text string";
+        case CborType::array:
+            return "array";
+        case CborType::map:
+            return "map";
+        case CborType::boolean:
+            return "boolean";
+        case CborType::null:
+            return "null";
     }
     return "unknown";
 }
@@ -85,7 +105,9 @@ struct Decoded {
     bool seen = false;
 };
 
-Decoded* ctx(void* p) { return static_cast<Decoded*>(p); }
+Decoded* ctx(void* p) {
+    return static_cast<Decoded*>(p);
+}
 
 void set_int(void* p, CborType t, std::uint64_t v) {
     Decoded& c = *ctx(p);
@@ -94,14 +116,30 @@ void set_int(void* p, CborType t, std::uint64_t v) {
     c.item.uint_value = v;
     c.seen = true;
 }
-void on_uint8(void* p, uint8_t v) { set_int(p, CborType::unsigned_int, v); }
-void on_uint16(void* p, uint16_t v) { set_int(p, CborType::unsigned_int, v); }
-void on_uint32(void* p, uint32_t v) { set_int(p, CborType::unsigned_int, v); }
-void on_uint64(void* p, uint64_t v) { set_int(p, CborType::unsigned_int, v); }
-void on_neg8(void* p, uint8_t v) { set_int(p, CborType::negative_int, v); }
-void on_neg16(void* p, uint16_t v) { set_int(p, CborType::negative_int, v); }
-void on_neg32(void* p, uint32_t v) { set_int(p, CborType::negative_int, v); }
-void on_neg64(void* p, uint64_t v) { set_int(p, CborType::negative_int, v); }
+void on_uint8(void* p, uint8_t v) {
+    set_int(p, CborType::unsigned_int, v);
+}
+void on_uint16(void* p, uint16_t v) {
+    set_int(p, CborType::unsigned_int, v);
+}
+void on_uint32(void* p, uint32_t v) {
+    set_int(p, CborType::unsigned_int, v);
+}
+void on_uint64(void* p, uint64_t v) {
+    set_int(p, CborType::unsigned_int, v);
+}
+void on_neg8(void* p, uint8_t v) {
+    set_int(p, CborType::negative_int, v);
+}
+void on_neg16(void* p, uint16_t v) {
+    set_int(p, CborType::negative_int, v);
+}
+void on_neg32(void* p, uint32_t v) {
+    set_int(p, CborType::negative_int, v);
+}
+void on_neg64(void* p, uint64_t v) {
+    set_int(p, CborType::negative_int, v);
+}
 void on_bytes(void* p, cbor_data d, uint64_t n) {
     Decoded& c = *ctx(p);
     c = {};
@@ -143,21 +181,47 @@ void unsupported(void* p, const char* what) {
     c.unsupported = what;
     c.seen = true;
 }
-void on_indef_bytes(void* p) { unsupported(p, "indefinite-length byte string"); }
-void on_indef_text(void* p) { unsupported(p, "indefinite-length text string"); }
-void on_indef_array(void* p) { unsupported(p, "indefinite-length array"); }
-void on_indef_map(void* p) { unsupported(p, "indefinite-length map"); }
-void on_tag(void* p, uint64_t) { unsupported(p, "tag"); }
-void on_float(void* p, float) { unsupported(p, "floating-point number"); }
-void on_double(void* p, double) { unsupported(p, "floating-point number"); }
-void on_undefined(void* p) { unsupported(p, "undefined"); }
-void on_break(void* p) { unsupported(p, "break"); }
+void on_indef_bytes(void* p) {
+    unsupported(p, "indefinite-length byte string");
+}
+void on_indef_text(void* p) {
+    unsupported(p, "indefinite-length text string");
+}
+void on_indef_array(void* p) {
+    unsupported(p, "indefinite-length array");
+}
+void on_indef_map(void* p) {
+    unsupported(p, "indefinite-length map");
+}
+void on_tag(void* p, uint64_t) {
+    unsupported(p, "tag");
+}
+void on_float(void* p, float) {
+    unsupported(p, "floating-point number");
+}
+void on_double(void* p, double) {
+    unsupported(p, "floating-point number");
+}
+void on_undefined(void* p) {
+    unsupported(p, "undefined");
+}
+void on_break(void* p) {
+    unsupported(p, "break");
+}
 
 // The libcbor 0.8 callback struct takes byte and collection sizes as size_t; adapt.
-void on_bytes_sz(void* p, cbor_data d, std::size_t n) { on_bytes(p, d, n); }
-void on_text_sz(void* p, cbor_data d, std::size_t n) { on_text(p, d, n); }
-void on_array_sz(void* p, std::size_t n) { on_array(p, n); }
-void on_map_sz(void* p, std::size_t n) { on_map(p, n); }
+void on_bytes_sz(void* p, cbor_data d, std::size_t n) {
+    on_bytes(p, d, n);
+}
+void on_text_sz(void* p, cbor_data d, std::size_t n) {
+    on_text(p, d, n);
+}
+void on_array_sz(void* p, std::size_t n) {
+    on_array(p, n);
+}
+void on_map_sz(void* p, std::size_t n) {
+    on_map(p, n);
+}
 
 const cbor_callbacks& callbacks() {
     static const cbor_callbacks cb = [] {
@@ -200,9 +264,9 @@ Error type_error(CborType want, CborType got) {
 
 Result<CborItem> CborReader::next() {
     if (m_in.size() > m_limits.max_input_bytes) {
-        return Error{protocol_errc::limit_exceeded,
-                     "input of " + std::to_string(m_in.size()) + " bytes exceeds the limit of " +
-                         std::to_string(m_limits.max_input_bytes)};
+        return Error{protocol_errc::limit_exceeded, "input of " + std::to_string(m_in.size()) +
+                                                        " bytes exceeds the limit of " +
+                                                        std::to_string(m_limits.max_input_bytes)};
     }
     if (at_end()) return Error{protocol_errc::malformed, "unexpected end of input"};
     Decoded d;
@@ -212,9 +276,10 @@ Result<CborItem> CborReader::next() {
         return Error{protocol_errc::malformed, "truncated item at byte " + std::to_string(m_pos)};
     }
     if (r.status != CBOR_DECODER_FINISHED || !d.seen) {
-        return Error{protocol_errc::malformed,
-                     "malformed item at byte " + std::to_string(m_pos) + " (reserved or invalid "
-                     "initial byte 0x" + to_hex(ByteView(m_in.data() + m_pos, 1)) + ")"};
+        return Error{protocol_errc::malformed, "malformed item at byte " + std::to_string(m_pos) +
+                                                   " (reserved or invalid "
+                                                   "initial byte 0x" +
+                                                   to_hex(ByteView(m_in.data() + m_pos, 1)) + ")"};
     }
     if (d.unsupported) {
         return Error{protocol_errc::malformed, std::string(d.unsupported) + " at byte " +
@@ -244,9 +309,8 @@ Result<CborItem> CborReader::next() {
         if (need > remaining()) {
             return Error{protocol_errc::malformed,
                          std::string(to_string(it.type)) + " at byte " + std::to_string(at) +
-                             " declares " + std::to_string(it.count) +
-                             " entries but only " + std::to_string(remaining()) +
-                             " bytes follow"};
+                             " declares " + std::to_string(it.count) + " entries but only " +
+                             std::to_string(remaining()) + " bytes follow"};
         }
     }
     return it;
@@ -430,7 +494,9 @@ Status diag_item(CborReader& r, std::string& out) {
     auto it = r.next();
     if (!it) return std::move(it).error();
     switch (it->type) {
-        case CborType::unsigned_int: out += std::to_string(it->uint_value); break;
+        case CborType::unsigned_int:
+            out += std::to_string(it->uint_value);
+            break;
         case CborType::negative_int:
             if (it->uint_value == std::numeric_limits<std::uint64_t>::max())
                 out += "-18446744073709551616";
@@ -443,9 +509,15 @@ Status diag_item(CborReader& r, std::string& out) {
                                    it->str.size())) +
                    "'";
             break;
-        case CborType::text: escape_text(out, it->str); break;
-        case CborType::boolean: out += it->bool_value ? "true" : "false"; break;
-        case CborType::null: out += "null"; break;
+        case CborType::text:
+            escape_text(out, it->str);
+            break;
+        case CborType::boolean:
+            out += it->bool_value ? "true" : "false";
+            break;
+        case CborType::null:
+            out += "null";
+            break;
         case CborType::array:
         case CborType::map: {
             const bool is_map = it->type == CborType::map;

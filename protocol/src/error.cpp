@@ -4,24 +4,42 @@ namespace fieldsync::protocol {
 
 const char* to_string(protocol_errc e) noexcept {
     switch (e) {
-        case protocol_errc::malformed: return "malformed";
-        case protocol_errc::limit_exceeded: return "limit_exceeded";
-        case protocol_errc::wrong_type: return "wrong_type";
-        case protocol_errc::missing_field: return "missing_field";
-        case protocol_errc::invalid_value: return "invalid_value";
-        case protocol_errc::unknown_message: return "unknown_message";
-        case protocol_errc::unsupported_version: return "unsupported_version";
-        case protocol_errc::schema_invalid: return "schema_invalid";
-        case protocol_errc::validation_failed: return "validation_failed";
-        case protocol_errc::clock_drift: return "clock_drift";
-        case protocol_errc::not_canonical: return "not_canonical";
-        case protocol_errc::unauthenticated: return "unauthenticated";
-        case protocol_errc::forbidden: return "forbidden";
-        case protocol_errc::replica_conflict: return "replica_conflict";
-        case protocol_errc::rebootstrap_required: return "rebootstrap_required";
-        case protocol_errc::unexpected_message: return "unexpected_message";
-        case protocol_errc::internal: return "internal";
-        case protocol_errc::busy: return "busy";
+        case protocol_errc::malformed:
+            return "malformed";
+        case protocol_errc::limit_exceeded:
+            return "limit_exceeded";
+        case protocol_errc::wrong_type:
+            return "wrong_type";
+        case protocol_errc::missing_field:
+            return "missing_field";
+        case protocol_errc::invalid_value:
+            return "invalid_value";
+        case protocol_errc::unknown_message:
+            return "unknown_message";
+        case protocol_errc::unsupported_version:
+            return "unsupported_version";
+        case protocol_errc::schema_invalid:
+            return "schema_invalid";
+        case protocol_errc::validation_failed:
+            return "validation_failed";
+        case protocol_errc::clock_drift:
+            return "clock_drift";
+        case protocol_errc::not_canonical:
+            return "not_canonical";
+        case protocol_errc::unauthenticated:
+            return "unauthenticated";
+        case protocol_errc::forbidden:
+            return "forbidden";
+        case protocol_errc::replica_conflict:
+            return "replica_conflict";
+        case protocol_errc::rebootstrap_required:
+            return "rebootstrap_required";
+        case protocol_errc::unexpected_message:
+            return "unexpected_message";
+        case protocol_errc::internal:
+            return "internal";
+        case protocol_errc::busy:
+            return "busy";
     }
     return "unknown";
 }
@@ -52,7 +70,8 @@ public:
             case protocol_errc::busy:
             case protocol_errc::rebootstrap_required:
                 return make_error_condition(protocol_condition::retryable);
-            default: return std::error_condition(ev, *this);
+            default:
+                return std::error_condition(ev, *this);
         }
     }
 };
@@ -62,10 +81,14 @@ public:
     const char* name() const noexcept override { return "fieldsync.protocol.condition"; }
     std::string message(int ev) const override {
         switch (static_cast<protocol_condition>(ev)) {
-            case protocol_condition::malformed_input: return "malformed input";
-            case protocol_condition::unsupported: return "unsupported version";
-            case protocol_condition::rejected: return "rejected";
-            case protocol_condition::retryable: return "retryable";
+            case protocol_condition::malformed_input:
+                return "malformed input";
+            case protocol_condition::unsupported:
+                return "unsupported version";
+            case protocol_condition::rejected:
+                return "rejected";
+            case protocol_condition::retryable:
+                return "retryable";
         }
         return "unknown";
     }

@@ -29,11 +29,11 @@ HlcTimestamp HybridClock::tick() {
 Status HybridClock::observe(HlcTimestamp remote) {
     const std::uint64_t pt = m_source();
     if (remote.wall_ms() > pt && remote.wall_ms() - pt > m_max_drift_ms) {
-        return Error{protocol_errc::clock_drift,
-                     "timestamp " + remote.to_string() + " is " +
-                         std::to_string(remote.wall_ms() - pt) +
-                         " ms ahead of local time (limit " + std::to_string(m_max_drift_ms) +
-                         " ms); the sender's clock is wrong: correct it and restamp pending writes"};
+        return Error{
+            protocol_errc::clock_drift,
+            "timestamp " + remote.to_string() + " is " + std::to_string(remote.wall_ms() - pt) +
+                " ms ahead of local time (limit " + std::to_string(m_max_drift_ms) +
+                " ms); the sender's clock is wrong: correct it and restamp pending writes"};
     }
     const HlcTimestamp base = std::max(m_last, remote);
     m_last = advance(base, pt);

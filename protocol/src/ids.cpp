@@ -47,7 +47,8 @@ Result<Id128> Id128::parse(std::string_view text) {
         else
             return Error{protocol_errc::invalid_value,
                          "invalid character at position " + std::to_string(i) + " of the id"};
-        id.bytes[nibbles / 2] = static_cast<std::uint8_t>(id.bytes[nibbles / 2] | (nibbles % 2 ? v : v << 4));
+        id.bytes[nibbles / 2] =
+            static_cast<std::uint8_t>(id.bytes[nibbles / 2] | (nibbles % 2 ? v : v << 4));
         ++nibbles;
     }
     return id;
@@ -65,11 +66,13 @@ Result<Id128> Id128::from_bytes(std::string_view raw) {
 
 RecordId make_uuid_v7(std::uint64_t unix_ms, const std::array<std::uint8_t, 10>& random) noexcept {
     RecordId id;
-    for (int i = 0; i < 6; ++i) id.bytes[i] = static_cast<std::uint8_t>(unix_ms >> (40 - 8 * i));
+    for (int i = 0; i < 6; ++i)
+        id.bytes[i] = static_cast<std::uint8_t>(unix_ms >> (40 - 8 * i));
     id.bytes[6] = static_cast<std::uint8_t>(0x70 | (random[0] & 0x0f));
     id.bytes[7] = random[1];
     id.bytes[8] = static_cast<std::uint8_t>(0x80 | (random[2] & 0x3f));
-    for (int i = 9; i < 16; ++i) id.bytes[i] = random[i - 6];
+    for (int i = 9; i < 16; ++i)
+        id.bytes[i] = random[i - 6];
     return id;
 }
 

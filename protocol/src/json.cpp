@@ -15,16 +15,20 @@ namespace {
 
 json::value to_value(const Value& v) {
     switch (v.index()) {
-        case 1: return json::value(std::get<bool>(v));
-        case 2: return json::value(std::get<std::int64_t>(v));
-        case 3: return json::value(std::get<std::string>(v));
+        case 1:
+            return json::value(std::get<bool>(v));
+        case 2:
+            return json::value(std::get<std::int64_t>(v));
+        case 3:
+            return json::value(std::get<std::string>(v));
         case 4: {
             const auto& g = std::get<GeoPoint>(v);
             // Round-trips exactly: 7 decimals of degrees are the stored integers.
             return json::object{{"lat", std::round(g.lat_e7) / 1e7},
                                 {"lon", std::round(g.lon_e7) / 1e7}};
         }
-        default: return nullptr;
+        default:
+            return nullptr;
     }
 }
 
@@ -62,7 +66,8 @@ void append_json(const json::value& v, std::string& out) {
                 char buf[40];
                 const int n = std::snprintf(buf, sizeof buf, "%.7f", d);
                 std::string text(buf, static_cast<std::size_t>(n));
-                while (text.back() == '0') text.pop_back();
+                while (text.back() == '0')
+                    text.pop_back();
                 if (text.back() == '.') text += '0';
                 if (text == "-0.0") text = "0.0";
                 out += text;
@@ -71,7 +76,9 @@ void append_json(const json::value& v, std::string& out) {
             out += json::serialize(v);
             return;
         }
-        default: out += json::serialize(v); return;
+        default:
+            out += json::serialize(v);
+            return;
     }
 }
 
@@ -90,7 +97,8 @@ Result<std::int32_t> degrees_e7(const json::value& v, double limit) {
         d = static_cast<double>(v.get_uint64());
     else
         return Error{protocol_errc::validation_failed, "not a number"};
-    if (!(d >= -limit && d <= limit)) return Error{protocol_errc::validation_failed, "out of range"};
+    if (!(d >= -limit && d <= limit))
+        return Error{protocol_errc::validation_failed, "out of range"};
     return static_cast<std::int32_t>(std::llround(d * 1e7));
 }
 
@@ -102,7 +110,9 @@ std::string json_text(const json::value& v) {
     return out;
 }
 
-std::string value_to_json(const Value& v) { return json_text(to_value(v)); }
+std::string value_to_json(const Value& v) {
+    return json_text(to_value(v));
+}
 
 Result<Value> value_from_json(std::string_view json_text, const FieldDef& field) {
     boost::system::error_code ec;
@@ -175,7 +185,8 @@ std::string record_to_json(const RecordState& record) {
         switch (view->rule) {
             case MergeRule::set: {
                 json::array elements;
-                for (const auto& e : view->elements) elements.push_back(to_value(e));
+                for (const auto& e : view->elements)
+                    elements.push_back(to_value(e));
                 fields[name] = std::move(elements);
                 break;
             }

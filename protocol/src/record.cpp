@@ -21,10 +21,14 @@ namespace fieldsync::protocol {
 
 const char* to_string(MergeRule r) noexcept {
     switch (r) {
-        case MergeRule::lww: return "lww";
-        case MergeRule::review: return "review";
-        case MergeRule::set: return "set";
-        case MergeRule::counter: return "counter";
+        case MergeRule::lww:
+            return "lww";
+        case MergeRule::review:
+            return "review";
+        case MergeRule::set:
+            return "set";
+        case MergeRule::counter:
+            return "counter";
     }
     return "unknown";
 }
@@ -107,7 +111,9 @@ std::string VersionVector::to_string() const {
 
 namespace {
 
-bool entry_less(const Entry& a, const Entry& b) { return a.dot < b.dot; }
+bool entry_less(const Entry& a, const Entry& b) {
+    return a.dot < b.dot;
+}
 
 // Greater (ts, dot) wins; L1-L3 because this is a max over a total order. Entries with equal
 // dots are the same write (L12 makes dots unique per replica and field), so ts ties with
@@ -206,10 +212,14 @@ CounterState join_counter(const CounterState& a, const CounterState& b) {
 
 FieldState bottom(MergeRule rule) {
     switch (rule) {
-        case MergeRule::lww: return LwwState{};
-        case MergeRule::review: return ReviewState{};
-        case MergeRule::set: return SetState{};
-        case MergeRule::counter: return CounterState{};
+        case MergeRule::lww:
+            return LwwState{};
+        case MergeRule::review:
+            return ReviewState{};
+        case MergeRule::set:
+            return SetState{};
+        case MergeRule::counter:
+            return CounterState{};
     }
     return ReviewState{};
 }
@@ -253,10 +263,12 @@ Status RecordState::join(const RecordState& other) {
     auto j = other.fields.begin();
     while (i != fields.end() || j != other.fields.end()) {
         if (j == other.fields.end() || (i != fields.end() && i->first < j->first)) {
-            out.emplace_hint(out.end(), i->first, join_with_absent(i->second, context, other.context));
+            out.emplace_hint(out.end(), i->first,
+                             join_with_absent(i->second, context, other.context));
             ++i;
         } else if (i == fields.end() || j->first < i->first) {
-            out.emplace_hint(out.end(), j->first, join_with_absent(j->second, other.context, context));
+            out.emplace_hint(out.end(), j->first,
+                             join_with_absent(j->second, other.context, context));
             ++j;
         } else {
             out.emplace_hint(out.end(), i->first,
@@ -279,7 +291,9 @@ std::optional<FieldView> RecordState::view(std::string_view field) const {
     FieldView v;
     v.rule = rule_of(it->second);
     switch (v.rule) {
-        case MergeRule::lww: v.value = std::get<LwwState>(it->second).entry.value; break;
+        case MergeRule::lww:
+            v.value = std::get<LwwState>(it->second).entry.value;
+            break;
         case MergeRule::review: {
             const auto& entries = std::get<ReviewState>(it->second).entries;
             if (!entries.empty()) {
@@ -335,7 +349,8 @@ Status RecordState::check_invariants() const {
             return Error{protocol_errc::invalid_value, where + ": dot counter must be >= 1"};
         if (!context.covers(d))
             return Error{protocol_errc::invalid_value,
-                         where + ": dot " + std::to_string(d.counter) + "@" + to_hex(d.replica.bytes) +
+                         where + ": dot " + std::to_string(d.counter) + "@" +
+                             to_hex(d.replica.bytes) +
                              " is not covered by the record's context (L12)"};
         return {};
     };
@@ -503,11 +518,14 @@ void encode_field(CborWriter& w, const FieldState& f) {
     w.array(2);
     w.uint(f.index());
     switch (rule_of(f)) {
-        case MergeRule::lww: encode_entry(w, std::get<LwwState>(f).entry); break;
+        case MergeRule::lww:
+            encode_entry(w, std::get<LwwState>(f).entry);
+            break;
         case MergeRule::review: {
             const auto& entries = std::get<ReviewState>(f).entries;
             w.array(entries.size());
-            for (const auto& e : entries) encode_entry(w, e);
+            for (const auto& e : entries)
+                encode_entry(w, e);
             break;
         }
         case MergeRule::set: {
@@ -515,7 +533,8 @@ void encode_field(CborWriter& w, const FieldState& f) {
             const auto& elements = std::get<SetState>(f).elements;
             std::vector<std::pair<Bytes, const std::vector<Dot>*>> sorted;
             sorted.reserve(elements.size());
-            for (const auto& [element, dots] : elements) sorted.emplace_back(encoded(element), &dots);
+            for (const auto& [element, dots] : elements)
+                sorted.emplace_back(encoded(element), &dots);
             std::sort(sorted.begin(), sorted.end(),
                       [](const auto& a, const auto& b) { return a.first < b.first; });
             w.array(sorted.size());
@@ -523,7 +542,8 @@ void encode_field(CborWriter& w, const FieldState& f) {
                 w.array(2);
                 w.raw(key);
                 w.array(dots->size());
-                for (const auto& d : *dots) encode_dot(w, d);
+                for (const auto& d : *dots)
+                    encode_dot(w, d);
             }
             break;
         }
@@ -551,7 +571,8 @@ void encode_record(CborWriter& w, const RecordState& s) {
     w.text("f");
     std::vector<const std::pair<const std::string, FieldState>*> order;
     order.reserve(s.fields.size());
-    for (const auto& kv : s.fields) order.push_back(&kv);
+    for (const auto& kv : s.fields)
+        order.push_back(&kv);
     std::sort(order.begin(), order.end(),
               [](const auto* a, const auto* b) { return shortlex_less(a->first, b->first); });
     w.map(order.size());
@@ -580,14 +601,14 @@ Bytes encode_record(const RecordState& s) {
 
 namespace {
 
-#define FS_TRY(var, expr)                             \
-    auto var##_r = (expr);                            \
+#define FS_TRY(var, expr)                            \
+    auto var##_r = (expr);                           \
     if (!var##_r) return std::move(var##_r).error(); \
     auto var = std::move(var##_r).value()
 
-#define FS_TRY_AT(var, expr, where)                               \
-    auto var##_r = (expr);                                        \
-    if (!var##_r) return std::move(var##_r).error().at(where);    \
+#define FS_TRY_AT(var, expr, where)                            \
+    auto var##_r = (expr);                                     \
+    if (!var##_r) return std::move(var##_r).error().at(where); \
     auto var = std::move(var##_r).value()
 
 Result<ReplicaId> read_id(CborReader& r) {
@@ -597,8 +618,9 @@ Result<ReplicaId> read_id(CborReader& r) {
 
 Status expect_len(std::size_t got, std::size_t want, const char* what) {
     if (got != want)
-        return Error{protocol_errc::invalid_value, std::string(what) + " has " + std::to_string(want) +
-                                                       " elements, got " + std::to_string(got)};
+        return Error{protocol_errc::invalid_value, std::string(what) + " has " +
+                                                       std::to_string(want) + " elements, got " +
+                                                       std::to_string(got)};
     return {};
 }
 
@@ -618,7 +640,8 @@ Result<Entry> read_entry(CborReader& r) {
     FS_TRY_AT(counter, r.read_uint(), "[1]");
     FS_TRY_AT(ts, r.read_uint(), "[2]");
     FS_TRY_AT(by, r.read_text(), "[3]");
-    if (!is_valid_utf8(by)) return Error{protocol_errc::invalid_value, "[3]: text is not valid UTF-8"};
+    if (!is_valid_utf8(by))
+        return Error{protocol_errc::invalid_value, "[3]: text is not valid UTF-8"};
     if (auto s = r.enter(); !s) return std::move(s).error();
     FS_TRY_AT(value, decode_value(r), "[4]");
     r.leave();
@@ -647,7 +670,8 @@ Result<FieldState> read_field(CborReader& r) {
         case MergeRule::review: {
             FS_TRY_AT(count, r.read_array(), "[1]");
             ReviewState st;
-            st.entries.reserve(std::min(count, r.remaining() / 22));  // 22 bytes: the smallest entry
+            st.entries.reserve(
+                std::min(count, r.remaining() / 22));  // 22 bytes: the smallest entry
             if (auto s = r.enter(); !s) return std::move(s).error();
             for (std::size_t k = 0; k < count; ++k) {
                 FS_TRY_AT(e, read_entry(r), "[1][" + std::to_string(k) + "]");
@@ -731,8 +755,7 @@ Result<RecordState> decode_record(CborReader& r) {
     for (std::size_t k = 0; k < n; ++k) {
         FS_TRY(key, r.read_text());
         auto dup = [&](bool& seen) -> Status {
-            if (seen)
-                return Error{protocol_errc::malformed, std::string(key) + ": duplicate key"};
+            if (seen) return Error{protocol_errc::malformed, std::string(key) + ": duplicate key"};
             seen = true;
             return {};
         };
@@ -795,8 +818,8 @@ Result<RecordState> decode_record(ByteView bytes, CborLimits limits) {
     auto st = decode_record(r);
     if (!st) return st;
     if (!r.at_end())
-        return Error{protocol_errc::malformed, std::to_string(r.remaining()) +
-                                                   " bytes follow the record state"};
+        return Error{protocol_errc::malformed,
+                     std::to_string(r.remaining()) + " bytes follow the record state"};
     return st;
 }
 
@@ -810,6 +833,8 @@ std::array<std::uint8_t, 32> sha256(ByteView bytes) {
     return out;
 }
 
-std::array<std::uint8_t, 32> record_digest(const RecordState& s) { return sha256(encode_record(s)); }
+std::array<std::uint8_t, 32> record_digest(const RecordState& s) {
+    return sha256(encode_record(s));
+}
 
 }  // namespace fieldsync::protocol

@@ -12,10 +12,18 @@ constexpr std::int64_t max_lon = 1800000000;
 
 void encode_value(CborWriter& w, const Value& v) {
     switch (v.index()) {
-        case 0: w.null(); break;
-        case 1: w.boolean(std::get<bool>(v)); break;
-        case 2: w.int64(std::get<std::int64_t>(v)); break;
-        case 3: w.text(std::get<std::string>(v)); break;
+        case 0:
+            w.null();
+            break;
+        case 1:
+            w.boolean(std::get<bool>(v));
+            break;
+        case 2:
+            w.int64(std::get<std::int64_t>(v));
+            break;
+        case 3:
+            w.text(std::get<std::string>(v));
+            break;
         case 4: {
             const auto& g = std::get<GeoPoint>(v);
             w.array(2);
@@ -55,16 +63,17 @@ Result<Value> decode_value(CborReader& r) {
         case CborType::text: {
             auto s = r.read_text();
             if (!s) return std::move(s).error();
-            if (!is_valid_utf8(*s)) return Error{protocol_errc::invalid_value, "text is not valid UTF-8"};
+            if (!is_valid_utf8(*s))
+                return Error{protocol_errc::invalid_value, "text is not valid UTF-8"};
             return Value{std::string(*s)};
         }
         case CborType::array: {
             auto n = r.read_array();
             if (!n) return std::move(n).error();
             if (*n != 2)
-                return Error{protocol_errc::invalid_value,
-                             "a geo point is [latitude, longitude], got an array of " +
-                                 std::to_string(*n)};
+                return Error{
+                    protocol_errc::invalid_value,
+                    "a geo point is [latitude, longitude], got an array of " + std::to_string(*n)};
             auto lat = r.read_int();
             if (!lat) return std::move(lat).error().at("[0]");
             auto lon = r.read_int();
@@ -75,32 +84,43 @@ Result<Value> decode_value(CborReader& r) {
             if (*lon < -max_lon || *lon > max_lon)
                 return Error{protocol_errc::invalid_value,
                              "[1]: longitude must be within +-1800000000 (1e-7 degree)"};
-            return Value{GeoPoint{static_cast<std::int32_t>(*lat), static_cast<std::int32_t>(*lon)}};
+            return Value{
+                GeoPoint{static_cast<std::int32_t>(*lat), static_cast<std::int32_t>(*lon)}};
         }
         default:
-            return Error{protocol_errc::wrong_type,
-                         std::string("a value is null, boolean, integer, text or geo point; found a ") +
-                             to_string(*t)};
+            return Error{
+                protocol_errc::wrong_type,
+                std::string("a value is null, boolean, integer, text or geo point; found a ") +
+                    to_string(*t)};
     }
 }
 
 const char* kind_name(const Value& v) noexcept {
     switch (v.index()) {
-        case 0: return "null";
-        case 1: return "boolean";
-        case 2: return "integer";
-        case 3: return "text";
-        case 4: return "geo";
+        case 0:
+            return "null";
+        case 1:
+            return "boolean";
+        case 2:
+            return "integer";
+        case 3:
+            return "text";
+        case 4:
+            return "geo";
     }
     return "unknown";
 }
 
 std::string to_display(const Value& v) {
     switch (v.index()) {
-        case 0: return "null";
-        case 1: return std::get<bool>(v) ? "true" : "false";
-        case 2: return std::to_string(std::get<std::int64_t>(v));
-        case 3: return "\"" + std::get<std::string>(v) + "\"";
+        case 0:
+            return "null";
+        case 1:
+            return std::get<bool>(v) ? "true" : "false";
+        case 2:
+            return std::to_string(std::get<std::int64_t>(v));
+        case 3:
+            return "\"" + std::get<std::string>(v) + "\"";
         case 4: {
             const auto& g = std::get<GeoPoint>(v);
             char buf[64];

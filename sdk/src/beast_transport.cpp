@@ -88,7 +88,10 @@ bool is_ip_literal(const std::string& host) {
 class Connection : public std::enable_shared_from_this<Connection> {
 public:
     Connection(net::io_context& ioc, WebSocketOptions options)
-        : m_ioc(ioc), m_options(std::move(options)), m_resolver(ioc), m_deadline(ioc),
+        : m_ioc(ioc),
+          m_options(std::move(options)),
+          m_resolver(ioc),
+          m_deadline(ioc),
           m_close_timer(ioc) {}
     virtual ~Connection() = default;
 
@@ -106,11 +109,11 @@ public:
             self->m_timed_out = true;
             self->abort_socket();
         });
-        m_resolver.async_resolve(
-            m_url.host, m_url.port,
-            [self = shared_from_this()](boost::system::error_code ec, tcp::resolver::results_type r) {
-                self->on_resolved(ec, std::move(r));
-            });
+        m_resolver.async_resolve(m_url.host, m_url.port,
+                                 [self = shared_from_this()](boost::system::error_code ec,
+                                                             tcp::resolver::results_type r) {
+                                     self->on_resolved(ec, std::move(r));
+                                 });
     }
 
     void send(p::Bytes frame) {
@@ -156,15 +159,17 @@ protected:
     }
 
     void on_resolved(boost::system::error_code ec, tcp::resolver::results_type results) {
-        if (ec) return fail_connect(transport_errc::connect_failed,
-                                    "cannot resolve " + m_url.host + ": " + ec.message());
+        if (ec)
+            return fail_connect(transport_errc::connect_failed,
+                                "cannot resolve " + m_url.host + ": " + ec.message());
         if (m_closing) return fail_connect(transport_errc::closed, "closed while connecting");
         lowest().expires_never();  // the connect deadline timer covers the whole phase
         lowest().async_connect(results, [self = shared_from_this()](boost::system::error_code e,
                                                                     const tcp::endpoint&) {
-            if (e) return self->fail_connect(transport_errc::connect_failed,
-                                             "cannot connect to " + self->m_url.host + ":" +
-                                                 self->m_url.port + ": " + e.message());
+            if (e)
+                return self->fail_connect(transport_errc::connect_failed,
+                                          "cannot connect to " + self->m_url.host + ":" +
+                                              self->m_url.port + ": " + e.message());
             boost::system::error_code ignored;
             self->socket().set_option(tcp::no_delay(true), ignored);
             self->after_tcp_connect();
@@ -188,24 +193,30 @@ protected:
         ws.set_option(websocket::stream_base::decorator(
             [agent = m_options.user_agent, headers = m_headers](websocket::request_type& req) {
                 req.set(http::field::user_agent, agent);
-                for (const auto& [name, value] : headers) req.set(name, value);
+                for (const auto& [name, value] : headers)
+                    req.set(name, value);
             }));
     }
 
     std::string host_header() const {
         const bool default_port = m_url.port == (m_url.tls ? "443" : "80");
-        std::string host = m_url.host.find(':') != std::string::npos ? "[" + m_url.host + "]" : m_url.host;
+        std::string host =
+            m_url.host.find(':') != std::string::npos ? "[" + m_url.host + "]" : m_url.host;
         return default_port ? host : host + ":" + m_url.port;
     }
 
     void on_upgraded(boost::system::error_code ec) {
         if (ec) {
-            if (m_timed_out) return fail_connect(transport_errc::timeout, "timed out during the WebSocket upgrade");
+            if (m_timed_out)
+                return fail_connect(transport_errc::timeout,
+                                    "timed out during the WebSocket upgrade");
             std::string why = ec.message();
-            if (m_response.result_int() != 0 && m_response.result() != http::status::switching_protocols)
+            if (m_response.result_int() != 0 &&
+                m_response.result() != http::status::switching_protocols)
                 why = "the server answered HTTP " + std::to_string(m_response.result_int()) + " " +
                       std::string(m_response.reason()) + " to GET " + m_url.target;
-            return fail_connect(transport_errc::handshake_failed, "WebSocket upgrade failed: " + why);
+            return fail_connect(transport_errc::handshake_failed,
+                                "WebSocket upgrade failed: " + why);
         }
         m_deadline.cancel();
         m_open = true;
@@ -222,7 +233,8 @@ protected:
         if (got_text()) {
             m_close_code = static_cast<std::uint16_t>(websocket::close_code::bad_payload);
             m_close_reason = "text frames are not part of the protocol";
-            m_protocol_error = "the server sent a text frame (the protocol uses binary frames only)";
+            m_protocol_error =
+                "the server sent a text frame (the protocol uses binary frames only)";
             m_closing = true;
             start_close();
             read_next();
@@ -254,9 +266,10 @@ protected:
             c.code = static_cast<std::uint16_t>(r.code);
             c.reason = std::string(r.reason.data(), r.reason.size());
             if (!m_protocol_error.empty())
-                c.error = p::Error{transport_errc::protocol_error, m_where + ": " + m_protocol_error};
-        } else if (m_close_started && m_closing && (ec == net::error::operation_aborted ||
-                                                    ec == net::error::bad_descriptor)) {
+                c.error =
+                    p::Error{transport_errc::protocol_error, m_where + ": " + m_protocol_error};
+        } else if (m_close_started && m_closing &&
+                   (ec == net::error::operation_aborted || ec == net::error::bad_descriptor)) {
             c.code = m_close_code;  // our close timed out and the socket was aborted
             c.reason = m_close_reason;
         } else if (ec == beast::error::timeout) {
@@ -271,7 +284,8 @@ protected:
                                    std::to_string(m_options.max_frame_bytes) + " bytes"};
         } else {
             c.code = 1006;
-            c.error = p::Error{transport_errc::network, m_where + ": connection lost: " + ec.message()};
+            c.error =
+                p::Error{transport_errc::network, m_where + ": connection lost: " + ec.message()};
         }
         finish(std::move(c));
     }
@@ -361,30 +375,30 @@ private:
                          const_cast<char*>(m_url.host.c_str()));
             }
             stream.set_verify_mode(ssl::verify_peer);
-            stream.set_verify_callback(
-                [this, check = ssl::host_name_verification(m_url.host)](
-                    bool preverified, ssl::verify_context& ctx) mutable {
-                    X509_STORE_CTX* store = ctx.native_handle();
-                    if (!preverified) {
-                        if (m_verify_error.empty()) {
-                            const int err = X509_STORE_CTX_get_error(store);
-                            m_verify_error = X509_verify_cert_error_string(err);
-                            if (X509* cert = X509_STORE_CTX_get_current_cert(store)) {
-                                char subject[256] = {0};
-                                X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
-                                m_verify_error += std::string(" (certificate ") + subject + ")";
-                            }
+            stream.set_verify_callback([this, check = ssl::host_name_verification(m_url.host)](
+                                           bool preverified, ssl::verify_context& ctx) mutable {
+                X509_STORE_CTX* store = ctx.native_handle();
+                if (!preverified) {
+                    if (m_verify_error.empty()) {
+                        const int err = X509_STORE_CTX_get_error(store);
+                        m_verify_error = X509_verify_cert_error_string(err);
+                        if (X509* cert = X509_STORE_CTX_get_current_cert(store)) {
+                            char subject[256] = {0};
+                            X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
+                            m_verify_error += std::string(" (certificate ") + subject + ")";
                         }
-                        return false;
                     }
-                    const bool ok = check(preverified, ctx);
-                    if (!ok && m_verify_error.empty())
-                        m_verify_error = "the certificate does not match the host name " + m_url.host;
-                    return ok;
-                });
-            stream.async_handshake(ssl::stream_base::client,
-                                   [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
-                                       boost::system::error_code ec) { self->on_tls(ec); });
+                    return false;
+                }
+                const bool ok = check(preverified, ctx);
+                if (!ok && m_verify_error.empty())
+                    m_verify_error = "the certificate does not match the host name " + m_url.host;
+                return ok;
+            });
+            stream.async_handshake(
+                ssl::stream_base::client,
+                [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
+                    boost::system::error_code ec) { self->on_tls(ec); });
         } else {
             upgrade();
         }
@@ -393,13 +407,17 @@ private:
     void on_tls(boost::system::error_code ec) {
         if constexpr (std::is_same_v<Ws, TlsWs>) {
             if (ec) {
-                if (m_timed_out) return fail_connect(transport_errc::timeout, "timed out during the TLS handshake");
+                if (m_timed_out)
+                    return fail_connect(transport_errc::timeout,
+                                        "timed out during the TLS handshake");
                 std::string why = m_verify_error.empty() ? ec.message() : m_verify_error;
                 return fail_connect(transport_errc::tls_failed, "TLS handshake failed: " + why);
             }
             if (!m_options.pins.empty()) {
                 X509* cert = SSL_get1_peer_certificate(m_ws.next_layer().native_handle());
-                if (!cert) return fail_connect(transport_errc::pin_mismatch, "the server sent no certificate");
+                if (!cert)
+                    return fail_connect(transport_errc::pin_mismatch,
+                                        "the server sent no certificate");
                 const auto actual = spki_sha256(cert);
                 X509_free(cert);
                 bool match = false;
@@ -428,28 +446,32 @@ private:
 
     void upgrade() override {
         configure_ws(m_ws);
-        m_ws.async_handshake(m_response, host_header(), m_url.target,
-                             [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
-                                 boost::system::error_code ec) { self->on_upgraded(ec); });
+        m_ws.async_handshake(
+            m_response, host_header(), m_url.target,
+            [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
+                boost::system::error_code ec) { self->on_upgraded(ec); });
     }
 
     void read_next() override {
         if (m_finished) return;
-        m_ws.async_read(m_buffer, [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
-                                      boost::system::error_code ec, std::size_t n) { self->on_read(ec, n); });
+        m_ws.async_read(m_buffer,
+                        [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
+                            boost::system::error_code ec, std::size_t n) { self->on_read(ec, n); });
     }
 
     void write_next() override {
         const auto& frame = m_queue.front();
-        m_ws.async_write(net::buffer(frame.data(), frame.size()),
-                         [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
-                             boost::system::error_code ec, std::size_t n) { self->on_written(ec, n); });
+        m_ws.async_write(
+            net::buffer(frame.data(), frame.size()),
+            [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
+                boost::system::error_code ec, std::size_t n) { self->on_written(ec, n); });
     }
 
     void start_close() override {
         if (m_close_started || m_finished) return;
         m_close_started = true;
-        m_ws.async_close(websocket::close_reason(static_cast<websocket::close_code>(m_close_code), m_close_reason),
+        m_ws.async_close(websocket::close_reason(static_cast<websocket::close_code>(m_close_code),
+                                                 m_close_reason),
                          [self = std::static_pointer_cast<StreamConnection>(shared_from_this())](
                              boost::system::error_code ec) {
                              // The pending read completes with error::closed (reported there);
@@ -498,7 +520,8 @@ public:
                 else
                     m_tls->load_verify_file(m_options.ca_file);
                 for (const auto& pin : m_options.pins)
-                    if (auto raw = parse_spki_pin(pin); !raw) throw std::runtime_error(raw.error().message);
+                    if (auto raw = parse_spki_pin(pin); !raw)
+                        throw std::runtime_error(raw.error().message);
             } catch (const std::exception& e) {
                 std::string what = e.what();
                 if (!m_options.ca_file.empty() && what.find("pin") == std::string::npos)
@@ -524,7 +547,8 @@ public:
 
     void send(p::Bytes frame) override {
         if (!m_connection) return;
-        net::post(m_ioc, [c = m_connection, f = std::move(frame)]() mutable { c->send(std::move(f)); });
+        net::post(m_ioc,
+                  [c = m_connection, f = std::move(frame)]() mutable { c->send(std::move(f)); });
     }
 
     void close(std::uint16_t code, std::string reason) override {
@@ -539,7 +563,8 @@ private:
         if (!m_thread.joinable()) m_thread = std::thread([this] { m_ioc.run(); });
     }
 
-    void report_async(std::shared_ptr<TransportDelegate> delegate, transport_errc code, std::string msg) {
+    void report_async(std::shared_ptr<TransportDelegate> delegate, transport_errc code,
+                      std::string msg) {
         net::post(m_ioc, [d = std::move(delegate), code, m = std::move(msg)] {
             TransportClose c;
             c.code = 1006;

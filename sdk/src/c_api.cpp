@@ -72,7 +72,8 @@ T guarded(fs_error* out_error, T failed, F&& body) noexcept {
     } catch (const std::bad_alloc&) {
         set_error(out_error, FS_ERROR_INTERNAL, "out of memory");
     } catch (const std::exception& e) {
-        set_error(out_error, FS_ERROR_UNEXPECTED, std::string("unexpected C++ exception: ") + e.what());
+        set_error(out_error, FS_ERROR_UNEXPECTED,
+                  std::string("unexpected C++ exception: ") + e.what());
     } catch (...) {
         set_error(out_error, FS_ERROR_UNEXPECTED, "unexpected C++ exception");
     }
@@ -96,7 +97,8 @@ bool require(fs_error* out, const void* ptr, const char* what) noexcept {
 /// A C context plus its free function, freed exactly once when the last holder lets go.
 class Context {
 public:
-    Context(void* context, fs_free_context free_context) : m_context(context), m_free(free_context) {}
+    Context(void* context, fs_free_context free_context)
+        : m_context(context), m_free(free_context) {}
     ~Context() {
         if (m_free) m_free(m_context);
     }
@@ -217,14 +219,16 @@ std::optional<fieldsync::JsonFields> parse_fields(const char* text, fs_error* ou
         return std::nullopt;
     }
     fieldsync::JsonFields out;
-    for (const auto& [key, value] : v.as_object()) out.emplace(std::string(key), json::serialize(value));
+    for (const auto& [key, value] : v.as_object())
+        out.emplace(std::string(key), json::serialize(value));
     return out;
 }
 
 std::optional<p::RecordId> parse_id(const char* id, fs_error* out_error) {
     auto parsed = p::RecordId::parse(id);
     if (!parsed) {
-        set_error(out_error, FS_ERROR_INVALID_ARGUMENT, "record id \"" + std::string(id) + "\": " + parsed.error().message);
+        set_error(out_error, FS_ERROR_INVALID_ARGUMENT,
+                  "record id \"" + std::string(id) + "\": " + parsed.error().message);
         return std::nullopt;
     }
     return *parsed;
@@ -240,7 +244,8 @@ struct fs_replica {
     std::set<fieldsync::ObserverToken> observers;  // guarded by mutex
 
     ~fs_replica() {
-        for (auto token : observers) replica->remove_observer(token);
+        for (auto token : observers)
+            replica->remove_observer(token);
     }
 };
 
@@ -297,11 +302,14 @@ public:
         m_connection = new fs_transport_connection;
         m_connection->delegate = std::move(delegate);
         std::vector<fs_header> h;
-        for (const auto& [name, value] : headers) h.push_back(fs_header{name.c_str(), value.c_str()});
-        m_transport.connect(m_context->get(), m_connection, url.c_str(), h.empty() ? nullptr : h.data(), h.size());
+        for (const auto& [name, value] : headers)
+            h.push_back(fs_header{name.c_str(), value.c_str()});
+        m_transport.connect(m_context->get(), m_connection, url.c_str(),
+                            h.empty() ? nullptr : h.data(), h.size());
     }
     void send(p::Bytes frame) override {
-        if (m_connection && !m_closed_sent) m_transport.send(m_context->get(), m_connection, frame.data(), frame.size());
+        if (m_connection && !m_closed_sent)
+            m_transport.send(m_context->get(), m_connection, frame.data(), frame.size());
     }
     void close(std::uint16_t code, std::string reason) override {
         if (!m_connection || m_closed_sent) return;
@@ -329,13 +337,18 @@ FS_EXPORT void fs_error_clear(fs_error* error) noexcept {
     error->code = FS_OK;
 }
 
-FS_EXPORT void fs_string_free(char* string) noexcept { std::free(string); }
+FS_EXPORT void fs_string_free(char* string) noexcept {
+    std::free(string);
+}
 
-FS_EXPORT const char* fs_version(void) noexcept { return "0.1.0"; }
+FS_EXPORT const char* fs_version(void) noexcept {
+    return "0.1.0";
+}
 
 // --- Replica ------------------------------------------------------------------------------
 
-FS_EXPORT fs_replica* fs_replica_open(const char* path, const char* device_id, fs_error* out_error) noexcept {
+FS_EXPORT fs_replica* fs_replica_open(const char* path, const char* device_id,
+                                      fs_error* out_error) noexcept {
     return guarded<fs_replica*>(out_error, nullptr, [&]() -> fs_replica* {
         if (!require(out_error, path, "path")) return nullptr;
         fieldsync::ReplicaOptions options;
@@ -364,18 +377,21 @@ FS_EXPORT void fs_replica_release(fs_replica* replica) noexcept {
 
 FS_EXPORT char* fs_replica_id(const fs_replica* replica) noexcept {
     if (!replica) return nullptr;
-    return guarded<char*>(nullptr, nullptr, [&] { return dup_string(replica->replica->replica_id().to_string()); });
+    return guarded<char*>(nullptr, nullptr,
+                          [&] { return dup_string(replica->replica->replica_id().to_string()); });
 }
 
 FS_EXPORT char* fs_replica_device_id(const fs_replica* replica) noexcept {
     if (!replica) return nullptr;
-    return guarded<char*>(nullptr, nullptr, [&] { return dup_string(replica->replica->device_id().to_string()); });
+    return guarded<char*>(nullptr, nullptr,
+                          [&] { return dup_string(replica->replica->device_id().to_string()); });
 }
 
-FS_EXPORT char* fs_replica_create(fs_replica* replica, const char* collection, const char* fields_json,
-                                  fs_error* out_error) noexcept {
+FS_EXPORT char* fs_replica_create(fs_replica* replica, const char* collection,
+                                  const char* fields_json, fs_error* out_error) noexcept {
     return guarded<char*>(out_error, nullptr, [&]() -> char* {
-        if (!require(out_error, replica, "replica") || !require(out_error, collection, "collection") ||
+        if (!require(out_error, replica, "replica") ||
+            !require(out_error, collection, "collection") ||
             !require(out_error, fields_json, "fields_json"))
             return nullptr;
         auto fields = parse_fields(fields_json, out_error);
@@ -392,8 +408,9 @@ FS_EXPORT char* fs_replica_create(fs_replica* replica, const char* collection, c
 FS_EXPORT bool fs_replica_update(fs_replica* replica, const char* collection, const char* id,
                                  const char* fields_json, fs_error* out_error) noexcept {
     return guarded(out_error, false, [&] {
-        if (!require(out_error, replica, "replica") || !require(out_error, collection, "collection") ||
-            !require(out_error, id, "id") || !require(out_error, fields_json, "fields_json"))
+        if (!require(out_error, replica, "replica") ||
+            !require(out_error, collection, "collection") || !require(out_error, id, "id") ||
+            !require(out_error, fields_json, "fields_json"))
             return false;
         auto rid = parse_id(id, out_error);
         if (!rid) return false;
@@ -408,8 +425,8 @@ FS_EXPORT bool fs_replica_update(fs_replica* replica, const char* collection, co
 FS_EXPORT bool fs_replica_delete(fs_replica* replica, const char* collection, const char* id,
                                  fs_error* out_error) noexcept {
     return guarded(out_error, false, [&] {
-        if (!require(out_error, replica, "replica") || !require(out_error, collection, "collection") ||
-            !require(out_error, id, "id"))
+        if (!require(out_error, replica, "replica") ||
+            !require(out_error, collection, "collection") || !require(out_error, id, "id"))
             return false;
         auto rid = parse_id(id, out_error);
         if (!rid) return false;
@@ -422,8 +439,8 @@ FS_EXPORT bool fs_replica_delete(fs_replica* replica, const char* collection, co
 FS_EXPORT bool fs_replica_restore(fs_replica* replica, const char* collection, const char* id,
                                   fs_error* out_error) noexcept {
     return guarded(out_error, false, [&] {
-        if (!require(out_error, replica, "replica") || !require(out_error, collection, "collection") ||
-            !require(out_error, id, "id"))
+        if (!require(out_error, replica, "replica") ||
+            !require(out_error, collection, "collection") || !require(out_error, id, "id"))
             return false;
         auto rid = parse_id(id, out_error);
         if (!rid) return false;
@@ -434,10 +451,12 @@ FS_EXPORT bool fs_replica_restore(fs_replica* replica, const char* collection, c
 }
 
 FS_EXPORT bool fs_replica_increment(fs_replica* replica, const char* collection, const char* id,
-                                    const char* field, int64_t delta, fs_error* out_error) noexcept {
+                                    const char* field, int64_t delta,
+                                    fs_error* out_error) noexcept {
     return guarded(out_error, false, [&] {
-        if (!require(out_error, replica, "replica") || !require(out_error, collection, "collection") ||
-            !require(out_error, id, "id") || !require(out_error, field, "field"))
+        if (!require(out_error, replica, "replica") ||
+            !require(out_error, collection, "collection") || !require(out_error, id, "id") ||
+            !require(out_error, field, "field"))
             return false;
         auto rid = parse_id(id, out_error);
         if (!rid) return false;
@@ -450,8 +469,8 @@ FS_EXPORT bool fs_replica_increment(fs_replica* replica, const char* collection,
 FS_EXPORT char* fs_replica_get(const fs_replica* replica, const char* collection, const char* id,
                                fs_error* out_error) noexcept {
     return guarded<char*>(out_error, nullptr, [&]() -> char* {
-        if (!require(out_error, replica, "replica") || !require(out_error, collection, "collection") ||
-            !require(out_error, id, "id"))
+        if (!require(out_error, replica, "replica") ||
+            !require(out_error, collection, "collection") || !require(out_error, id, "id"))
             return nullptr;
         auto rid = parse_id(id, out_error);
         if (!rid) return nullptr;
@@ -471,10 +490,11 @@ FS_EXPORT char* fs_replica_get(const fs_replica* replica, const char* collection
     });
 }
 
-FS_EXPORT char* fs_replica_list(const fs_replica* replica, const char* collection, const char* filter_json,
-                                fs_error* out_error) noexcept {
+FS_EXPORT char* fs_replica_list(const fs_replica* replica, const char* collection,
+                                const char* filter_json, fs_error* out_error) noexcept {
     return guarded<char*>(out_error, nullptr, [&]() -> char* {
-        if (!require(out_error, replica, "replica") || !require(out_error, collection, "collection"))
+        if (!require(out_error, replica, "replica") ||
+            !require(out_error, collection, "collection"))
             return nullptr;
         fieldsync::Filter filter;
         if (filter_json && *filter_json) {
@@ -496,10 +516,12 @@ FS_EXPORT char* fs_replica_list(const fs_replica* replica, const char* collectio
                 } else if (key == "where") {
                     if (!value.is_object()) return bad("\"where\" must be an object");
                     for (const auto& [field, fv] : value.as_object()) {
-                        const p::FieldDef* def = schema ? schema->find_field(collection, field) : nullptr;
+                        const p::FieldDef* def =
+                            schema ? schema->find_field(collection, field) : nullptr;
                         if (!def) {
                             set_error(out_error, FS_ERROR_VALIDATION_FAILED,
-                                      std::string(collection) + ": no field named " + std::string(field) +
+                                      std::string(collection) + ": no field named " +
+                                          std::string(field) +
                                           (schema ? "" : " (no schema yet: sync once first)"));
                             return nullptr;
                         }
@@ -510,14 +532,17 @@ FS_EXPORT char* fs_replica_list(const fs_replica* replica, const char* collectio
                         }
                         filter.equals.emplace(std::string(field), *typed);
                     }
-                } else if (key == "include_deleted" || key == "only_conflicts" || key == "only_unsynced") {
-                    if (!value.is_bool()) return bad("\"" + std::string(key) + "\" must be true or false");
+                } else if (key == "include_deleted" || key == "only_conflicts" ||
+                           key == "only_unsynced") {
+                    if (!value.is_bool())
+                        return bad("\"" + std::string(key) + "\" must be true or false");
                     bool b = value.as_bool();
                     if (key == "include_deleted") filter.include_deleted = b;
                     if (key == "only_conflicts") filter.only_conflicts = b;
                     if (key == "only_unsynced") filter.only_unsynced = b;
                 } else if (key == "limit" || key == "offset") {
-                    if (!value.is_int64() && !value.is_uint64()) return bad("\"" + std::string(key) + "\" must be an integer");
+                    if (!value.is_int64() && !value.is_uint64())
+                        return bad("\"" + std::string(key) + "\" must be an integer");
                     const auto n = value.to_number<std::int64_t>();
                     if (n < 0) return bad("\"" + std::string(key) + "\" must not be negative");
                     (key == "limit" ? filter.limit : filter.offset) = static_cast<std::size_t>(n);
@@ -543,7 +568,8 @@ FS_EXPORT char* fs_replica_list(const fs_replica* replica, const char* collectio
     });
 }
 
-FS_EXPORT int64_t fs_replica_pending_count(const fs_replica* replica, fs_error* out_error) noexcept {
+FS_EXPORT int64_t fs_replica_pending_count(const fs_replica* replica,
+                                           fs_error* out_error) noexcept {
     return guarded<int64_t>(out_error, -1, [&]() -> int64_t {
         if (!require(out_error, replica, "replica")) return -1;
         auto n = replica->replica->pending_count();
@@ -594,9 +620,10 @@ FS_EXPORT char* fs_replica_sync_info(const fs_replica* replica, fs_error* out_er
         if (info->last_error) {
             o.key("last_error");
             JsonObject e(out);
-            e.str("code", info->last_error->code.category() == p::protocol_category()
-                              ? p::to_string(static_cast<p::protocol_errc>(info->last_error->code.value()))
-                              : info->last_error->code.message());
+            e.str("code",
+                  info->last_error->code.category() == p::protocol_category()
+                      ? p::to_string(static_cast<p::protocol_errc>(info->last_error->code.value()))
+                      : info->last_error->code.message());
             e.str("message", info->last_error->message);
             e.number("at_ms", info->last_error_ms);
             e.close();
@@ -636,12 +663,12 @@ FS_EXPORT char* fs_replica_schema(const fs_replica* replica, fs_error* out_error
     });
 }
 
-FS_EXPORT uint64_t fs_replica_add_observer(fs_replica* replica, fs_change_callback callback, void* context,
-                                           fs_free_context free_context, fs_error* out_error) noexcept {
+FS_EXPORT uint64_t fs_replica_add_observer(fs_replica* replica, fs_change_callback callback,
+                                           void* context, fs_free_context free_context,
+                                           fs_error* out_error) noexcept {
     // The context is owned from here on, even on failure.
-    auto holder = guarded<std::shared_ptr<Context>>(out_error, nullptr, [&] {
-        return std::make_shared<Context>(context, free_context);
-    });
+    auto holder = guarded<std::shared_ptr<Context>>(
+        out_error, nullptr, [&] { return std::make_shared<Context>(context, free_context); });
     if (!holder) return 0;
     return guarded<uint64_t>(out_error, 0, [&]() -> uint64_t {
         if (!require(out_error, replica, "replica")) return 0;
@@ -649,23 +676,24 @@ FS_EXPORT uint64_t fs_replica_add_observer(fs_replica* replica, fs_change_callba
             set_error(out_error, FS_ERROR_INVALID_ARGUMENT, "callback must not be NULL");
             return 0;
         }
-        auto token = replica->replica->add_observer([callback, holder](const fieldsync::ChangeNotice& n) {
-            guarded_void([&] {
-                std::string out;
-                JsonObject o(out);
-                for (const auto& [coll, ids] : n.records) {
-                    o.key(coll);
-                    out += '[';
-                    for (std::size_t i = 0; i < ids.size(); ++i) {
-                        if (i) out += ',';
-                        append_quoted(out, ids[i].to_string());
+        auto token =
+            replica->replica->add_observer([callback, holder](const fieldsync::ChangeNotice& n) {
+                guarded_void([&] {
+                    std::string out;
+                    JsonObject o(out);
+                    for (const auto& [coll, ids] : n.records) {
+                        o.key(coll);
+                        out += '[';
+                        for (std::size_t i = 0; i < ids.size(); ++i) {
+                            if (i) out += ',';
+                            append_quoted(out, ids[i].to_string());
+                        }
+                        out += ']';
                     }
-                    out += ']';
-                }
-                o.close();
-                callback(holder->get(), static_cast<fs_change_origin>(n.origin), out.c_str());
+                    o.close();
+                    callback(holder->get(), static_cast<fs_change_origin>(n.origin), out.c_str());
+                });
             });
-        });
         std::lock_guard lock(replica->mutex);
         replica->observers.insert(token);
         return token;
@@ -691,8 +719,8 @@ FS_EXPORT void fs_transport_connection_opened(fs_transport_connection* connectio
     });
 }
 
-FS_EXPORT void fs_transport_connection_received(fs_transport_connection* connection, const uint8_t* data,
-                                                size_t size) noexcept {
+FS_EXPORT void fs_transport_connection_received(fs_transport_connection* connection,
+                                                const uint8_t* data, size_t size) noexcept {
     guarded_void([&] {
         if (auto d = connection ? connection->current() : nullptr)
             d->on_frame(p::ByteView(data, data ? size : 0));
@@ -714,7 +742,8 @@ FS_EXPORT void fs_transport_connection_closed(fs_transport_connection* connectio
             c.code = code;
             c.reason = reason ? reason : "";
             if (error != FS_OK) {
-                const std::string msg = error_message ? error_message : "the app's transport failed";
+                const std::string msg =
+                    error_message ? error_message : "the app's transport failed";
                 if (error >= 100 && error < 200)
                     c.error = p::Error{static_cast<fieldsync::transport_errc>(error), msg};
                 else if (error >= 1 && error <= 18)
@@ -743,7 +772,8 @@ FS_EXPORT void fs_replicator_config_free(fs_replicator_config* config) noexcept 
 }
 
 FS_EXPORT void fs_replicator_config_set_credentials(fs_replicator_config* config, const char* user,
-                                                    const char* password, const char* token) noexcept {
+                                                    const char* password,
+                                                    const char* token) noexcept {
     if (!config) return;
     guarded_void([&] {
         config->options.credentials.user = user ? user : "";
@@ -752,17 +782,21 @@ FS_EXPORT void fs_replicator_config_set_credentials(fs_replicator_config* config
     });
 }
 
-FS_EXPORT void fs_replicator_config_set_app(fs_replicator_config* config, const char* app) noexcept {
+FS_EXPORT void fs_replicator_config_set_app(fs_replicator_config* config,
+                                            const char* app) noexcept {
     if (!config) return;
     guarded_void([&] { config->options.app = app ? app : ""; });
 }
 
-FS_EXPORT void fs_replicator_config_set_continuous(fs_replicator_config* config, bool continuous) noexcept {
+FS_EXPORT void fs_replicator_config_set_continuous(fs_replicator_config* config,
+                                                   bool continuous) noexcept {
     if (!config) return;
-    config->options.mode = continuous ? fieldsync::ReplicatorMode::continuous : fieldsync::ReplicatorMode::one_shot;
+    config->options.mode =
+        continuous ? fieldsync::ReplicatorMode::continuous : fieldsync::ReplicatorMode::one_shot;
 }
 
-FS_EXPORT void fs_replicator_config_set_ca_file(fs_replicator_config* config, const char* path) noexcept {
+FS_EXPORT void fs_replicator_config_set_ca_file(fs_replicator_config* config,
+                                                const char* path) noexcept {
     if (!config) return;
     guarded_void([&] { config->options.websocket.ca_file = path ? path : ""; });
 }
@@ -811,7 +845,8 @@ FS_EXPORT void fs_replicator_config_set_transport(fs_replicator_config* config,
             config->transport_context.reset();
             return;
         }
-        config->transport_context = std::make_shared<Context>(transport->context, transport->free_context);
+        config->transport_context =
+            std::make_shared<Context>(transport->context, transport->free_context);
         config->transport = *transport;
     });
 }
@@ -852,7 +887,8 @@ fs_replicator_status to_c(const fieldsync::ReplicatorStatus& s, const char* mess
 FS_EXPORT fs_replicator* fs_replicator_new(fs_replica* replica, const fs_replicator_config* config,
                                            fs_error* out_error) noexcept {
     return guarded<fs_replicator*>(out_error, nullptr, [&]() -> fs_replicator* {
-        if (!require(out_error, replica, "replica") || !require(out_error, config, "config")) return nullptr;
+        if (!require(out_error, replica, "replica") || !require(out_error, config, "config"))
+            return nullptr;
         if (auto url = fieldsync::parse_sync_url(config->options.url); !url) {
             set_error(out_error, FS_ERROR_INVALID_URL, url.error().message);
             return nullptr;
@@ -872,7 +908,8 @@ FS_EXPORT fs_replicator* fs_replicator_new(fs_replica* replica, const fs_replica
             };
         }
         auto* handle = new fs_replicator;
-        handle->replicator = std::make_unique<fieldsync::Replicator>(replica->replica, std::move(options));
+        handle->replicator =
+            std::make_unique<fieldsync::Replicator>(replica->replica, std::move(options));
         return handle;
     });
 }
@@ -891,7 +928,8 @@ FS_EXPORT void fs_replicator_stop(fs_replicator* replicator) noexcept {
     guarded_void([&] { replicator->replicator->stop(); });
 }
 
-FS_EXPORT bool fs_replicator_sync_once(fs_replicator* replicator, uint32_t timeout_ms, fs_error* out_error) noexcept {
+FS_EXPORT bool fs_replicator_sync_once(fs_replicator* replicator, uint32_t timeout_ms,
+                                       fs_error* out_error) noexcept {
     return guarded(out_error, false, [&] {
         if (!require(out_error, replicator, "replicator")) return false;
         auto st = replicator->replicator->sync_once(std::chrono::milliseconds(timeout_ms));

@@ -81,7 +81,8 @@ Status random_bytes(const ReplicaOptions& o, std::uint8_t* out, std::size_t n) {
         return {};
     }
     if (RAND_bytes(out, static_cast<int>(n)) != 1)
-        return Error{protocol_errc::internal, "the system's random source (OpenSSL RAND_bytes) failed"};
+        return Error{protocol_errc::internal,
+                     "the system's random source (OpenSSL RAND_bytes) failed"};
     return {};
 }
 
@@ -94,7 +95,9 @@ Result<p::Id128> random_id(const ReplicaOptions& o) {
     return id;
 }
 
-p::ByteView id_bytes(const p::Id128& id) { return p::ByteView(id.bytes.data(), id.bytes.size()); }
+p::ByteView id_bytes(const p::Id128& id) {
+    return p::ByteView(id.bytes.data(), id.bytes.size());
+}
 
 p::Id128 id_from(const p::Bytes& b) {
     p::Id128 id;
@@ -133,7 +136,8 @@ p::HlcTimestamp newest_ts(const p::RecordState& s) {
     for (const auto& [name, f] : s.fields) {
         if (const auto* l = std::get_if<p::LwwState>(&f)) out = std::max(out, l->entry.ts);
         if (const auto* r = std::get_if<p::ReviewState>(&f))
-            for (const auto& e : r->entries) out = std::max(out, e.ts);
+            for (const auto& e : r->entries)
+                out = std::max(out, e.ts);
     }
     return out;
 }
@@ -144,7 +148,8 @@ void for_each_entry(p::RecordState& s, F&& fn) {
     for (auto& [name, f] : s.fields) {
         if (auto* l = std::get_if<p::LwwState>(&f)) fn(l->entry);
         if (auto* r = std::get_if<p::ReviewState>(&f))
-            for (auto& e : r->entries) fn(e);
+            for (auto& e : r->entries)
+                fn(e);
     }
 }
 
@@ -241,9 +246,15 @@ Result<Op> op_for(const p::CollectionDef& c, const std::string& field, const Val
     op.value = v;
     switch (def->rule) {
         case p::MergeRule::lww:
-        case p::MergeRule::review: op.kind = Op::Kind::set; break;
-        case p::MergeRule::set: op.kind = Op::Kind::add; break;
-        case p::MergeRule::counter: op.kind = Op::Kind::increment; break;
+        case p::MergeRule::review:
+            op.kind = Op::Kind::set;
+            break;
+        case p::MergeRule::set:
+            op.kind = Op::Kind::add;
+            break;
+        case p::MergeRule::counter:
+            op.kind = Op::Kind::increment;
+            break;
     }
     return op;
 }
@@ -296,10 +307,14 @@ Result<std::vector<Op>> ops_from_json(const p::CollectionDef& c, const JsonField
 Status apply_op(p::Update& u, const p::RecordState& before, const Op& op) {
     const std::string& field = op.def->name;
     switch (op.kind) {
-        case Op::Kind::set: return u.set(field, op.def->rule, op.value);
-        case Op::Kind::add: return u.add_element(field, op.value);
-        case Op::Kind::remove: return u.remove_element(field, op.value);
-        case Op::Kind::increment: return u.add_to_counter(field, std::get<std::int64_t>(op.value));
+        case Op::Kind::set:
+            return u.set(field, op.def->rule, op.value);
+        case Op::Kind::add:
+            return u.add_element(field, op.value);
+        case Op::Kind::remove:
+            return u.remove_element(field, op.value);
+        case Op::Kind::increment:
+            return u.add_to_counter(field, std::get<std::int64_t>(op.value));
         case Op::Kind::replace_set: {
             std::vector<Value> present;
             if (auto v = before.view(field)) present = v->elements;
@@ -330,9 +345,12 @@ bool in_scope(const std::vector<std::string>& scope, std::string_view area) {
 
 const char* to_string(SyncStatus s) noexcept {
     switch (s) {
-        case SyncStatus::synced: return "synced";
-        case SyncStatus::pending: return "pending";
-        case SyncStatus::rejected: return "rejected";
+        case SyncStatus::synced:
+            return "synced";
+        case SyncStatus::pending:
+            return "pending";
+        case SyncStatus::rejected:
+            return "rejected";
     }
     return "unknown";
 }
@@ -342,16 +360,19 @@ const Value* RecordView::value(std::string_view field) const {
     return it == fields.end() ? nullptr : &it->second.value;
 }
 
-std::string RecordView::to_json() const { return p::record_to_json(state); }
+std::string RecordView::to_json() const {
+    return p::record_to_json(state);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Impl basics
 
 detail::ReplicaImpl::ReplicaImpl(ReplicaOptions o)
-    : options(std::move(o)),
-      clock([this] { return corrected_now(); }, options.max_drift_ms) {}
+    : options(std::move(o)), clock([this] { return corrected_now(); }, options.max_drift_ms) {}
 
-std::uint64_t detail::ReplicaImpl::raw_now() const { return options.clock ? options.clock() : system_ms(); }
+std::uint64_t detail::ReplicaImpl::raw_now() const {
+    return options.clock ? options.clock() : system_ms();
+}
 
 std::uint64_t detail::ReplicaImpl::corrected_now() const {
     const auto raw = static_cast<std::int64_t>(raw_now());
@@ -364,9 +385,11 @@ void detail::ReplicaImpl::notify(const ChangeNotice& n) {
     std::vector<std::shared_ptr<ChangeObserver>> copy;
     {
         std::lock_guard lock(observers_mutex);
-        for (const auto& [token, obs] : observers) copy.push_back(obs);
+        for (const auto& [token, obs] : observers)
+            copy.push_back(obs);
     }
-    for (const auto& obs : copy) (*obs)(n);
+    for (const auto& obs : copy)
+        (*obs)(n);
 }
 
 Status detail::ReplicaImpl::set_meta_locked(const char* key, std::int64_t v) {
@@ -447,7 +470,7 @@ Result<std::optional<std::pair<p::RecordState, std::int64_t>>> detail::ReplicaIm
 }
 
 Status detail::ReplicaImpl::put_record_locked(const p::RecordState& st, std::int64_t acked,
-                                        std::optional<bool> seen) {
+                                              std::optional<bool> seen) {
     std::string area;
     if (schema) {
         if (auto a = schema->area_of(st)) area = *a;
@@ -506,7 +529,8 @@ Result<std::shared_ptr<Replica>> Replica::open(const std::filesystem::path& path
     if (version > latest_version) {
         return Error{protocol_errc::unsupported_version,
                      "the replica file " + path.string() + " has format version " +
-                         std::to_string(version) + ", written by a newer SDK; this SDK reads up to " +
+                         std::to_string(version) +
+                         ", written by a newer SDK; this SDK reads up to " +
                          std::to_string(latest_version) + ": update the app"};
     }
     for (; version < latest_version; ++version) {
@@ -539,8 +563,8 @@ Result<std::shared_ptr<Replica>> Replica::open(const std::filesystem::path& path
                 return st.error();
             if (auto st = impl->set_meta_blob_locked("device_id", id_bytes(did)); !st)
                 return st.error();
-            if (auto st = impl->set_meta_locked("created_ms",
-                                                static_cast<std::int64_t>(impl->raw_now()));
+            if (auto st =
+                    impl->set_meta_locked("created_ms", static_cast<std::int64_t>(impl->raw_now()));
                 !st)
                 return st.error();
             if (auto st = tx.commit(); !st) return st.error();
@@ -585,10 +609,18 @@ Result<std::shared_ptr<Replica>> Replica::open(const std::filesystem::path& path
 // ---------------------------------------------------------------------------------------------
 // Identity and status
 
-ReplicaId Replica::replica_id() const { return m_impl->replica_id; }
-p::Id128 Replica::device_id() const { return m_impl->device_id; }
-const std::filesystem::path& Replica::path() const noexcept { return m_impl->path; }
-std::uint64_t Replica::now_ms() const { return m_impl->corrected_now(); }
+ReplicaId Replica::replica_id() const {
+    return m_impl->replica_id;
+}
+p::Id128 Replica::device_id() const {
+    return m_impl->device_id;
+}
+const std::filesystem::path& Replica::path() const noexcept {
+    return m_impl->path;
+}
+std::uint64_t Replica::now_ms() const {
+    return m_impl->corrected_now();
+}
 
 std::shared_ptr<const p::Schema> Replica::schema() const {
     std::lock_guard lock(m_impl->mutex);
@@ -621,8 +653,9 @@ Result<SyncInfo> Replica::sync_info() const {
     info.last_sync_ms = static_cast<std::uint64_t>(last_sync->value_or(0));
     if (*code) {
         auto errc = p::parse_errc(**code);
-        info.last_error = Error{errc ? p::make_error_code(*errc) : p::make_error_code(protocol_errc::internal),
-                                message->value_or("")};
+        info.last_error =
+            Error{errc ? p::make_error_code(*errc) : p::make_error_code(protocol_errc::internal),
+                  message->value_or("")};
         info.last_error_ms = static_cast<std::uint64_t>(error_ms->value_or(0));
     }
     auto s = m.db->prepare("SELECT status, count(*) FROM outbox GROUP BY status");
@@ -631,7 +664,8 @@ Result<SyncInfo> Replica::sync_info() const {
         auto row = s->step();
         if (!row) return row.error();
         if (!*row) break;
-        (s->col_int(0) == 1 ? info.rejected : info.pending) += static_cast<std::size_t>(s->col_int(1));
+        (s->col_int(0) == 1 ? info.rejected : info.pending) +=
+            static_cast<std::size_t>(s->col_int(1));
     }
     return info;
 }
@@ -643,9 +677,9 @@ namespace {
 
 /// The common write path (see the file comment). `make_ops` runs under the lock with the
 /// collection's definition; `mode` decides the checks and no-op cases.
-Result<RecordId> do_write(detail::ReplicaImpl& m, std::string_view collection,
-                          std::optional<RecordId> id_in, Mode mode,
-                          const std::function<Result<std::vector<Op>>(const p::CollectionDef&)>& make_ops) {
+Result<RecordId> do_write(
+    detail::ReplicaImpl& m, std::string_view collection, std::optional<RecordId> id_in, Mode mode,
+    const std::function<Result<std::vector<Op>>(const p::CollectionDef&)>& make_ops) {
     ChangeNotice notice;
     RecordId id;
     {
@@ -709,7 +743,8 @@ Result<RecordId> do_write(detail::ReplicaImpl& m, std::string_view collection,
             case Mode::restore:
                 if (!deleted && !delete_conflict) return id;
                 break;
-            case Mode::create: break;
+            case Mode::create:
+                break;
         }
         if (mode == Mode::element_add || mode == Mode::element_remove) {
             const Op& op = ops->front();
@@ -751,9 +786,13 @@ Result<RecordId> do_write(detail::ReplicaImpl& m, std::string_view collection,
             "change = excluded.change, schema_version = excluded.schema_version, status = 0, "
             "code = '', reason = ''");
         if (!s) return s.error();
-        s->bind(1, collection).bind_blob(2, id_bytes(id)).bind(3, change).bind(4, static_cast<std::int64_t>(schema.version()));
+        s->bind(1, collection)
+            .bind_blob(2, id_bytes(id))
+            .bind(3, change)
+            .bind(4, static_cast<std::int64_t>(schema.version()));
         if (auto st = s->run(); !st) return st.error();
-        if (auto st = m.set_meta_locked("hlc", static_cast<std::int64_t>(m.clock.last().value)); !st)
+        if (auto st = m.set_meta_locked("hlc", static_cast<std::int64_t>(m.clock.last().value));
+            !st)
             return st.error();
         if (auto st = m.set_meta_locked("change_counter", static_cast<std::int64_t>(change)); !st)
             return st.error();
@@ -794,15 +833,17 @@ Status Replica::update_json(std::string_view collection, const RecordId& id,
 }
 
 Status Replica::remove(std::string_view collection, const RecordId& id) {
-    auto r = do_write(*m_impl, collection, id, Mode::remove,
-                      [](const p::CollectionDef&) { return Result<std::vector<Op>>(std::vector<Op>{}); });
+    auto r = do_write(*m_impl, collection, id, Mode::remove, [](const p::CollectionDef&) {
+        return Result<std::vector<Op>>(std::vector<Op>{});
+    });
     if (!r) return std::move(r).error();
     return {};
 }
 
 Status Replica::restore(std::string_view collection, const RecordId& id) {
-    auto r = do_write(*m_impl, collection, id, Mode::restore,
-                      [](const p::CollectionDef&) { return Result<std::vector<Op>>(std::vector<Op>{}); });
+    auto r = do_write(*m_impl, collection, id, Mode::restore, [](const p::CollectionDef&) {
+        return Result<std::vector<Op>>(std::vector<Op>{});
+    });
     if (!r) return std::move(r).error();
     return {};
 }
@@ -910,7 +951,8 @@ void bind_filter(sdk_detail::Stmt& s, std::string_view collection, const Filter&
 
 }  // namespace
 
-Result<std::optional<RecordView>> Replica::get(std::string_view collection, const RecordId& id) const {
+Result<std::optional<RecordView>> Replica::get(std::string_view collection,
+                                               const RecordId& id) const {
     detail::ReplicaImpl& m = *m_impl;
     std::lock_guard lock(m.mutex);
     auto s = m.db->prepare(
@@ -931,7 +973,8 @@ Result<std::optional<RecordView>> Replica::get(std::string_view collection, cons
                                                m.schema.get())};
 }
 
-Result<std::vector<RecordView>> Replica::list(std::string_view collection, const Filter& filter) const {
+Result<std::vector<RecordView>> Replica::list(std::string_view collection,
+                                              const Filter& filter) const {
     detail::ReplicaImpl& m = *m_impl;
     std::lock_guard lock(m.mutex);
     auto s = m.db->prepare(list_sql);
@@ -1083,8 +1126,8 @@ Result<SessionOutcome> detail::ReplicaImpl::begin_session(const p::Welcome& w) {
     }
     if (new_schema) {
         if (auto st = set_meta_locked("schema_json", new_schema->to_json()); !st) return st.error();
-        if (auto st = set_meta_locked("schema_version",
-                                      static_cast<std::int64_t>(new_schema->version()));
+        if (auto st =
+                set_meta_locked("schema_version", static_cast<std::int64_t>(new_schema->version()));
             !st)
             return st.error();
         // Items refused for a schema version the server did not know yet get another chance.
@@ -1122,7 +1165,7 @@ Status detail::ReplicaImpl::clear_token() {
 }
 
 Result<std::size_t> detail::ReplicaImpl::restamp_locked(const std::vector<RecordKey>& keys,
-                                                  bool all_pending, ChangeNotice& notice) {
+                                                        bool all_pending, ChangeNotice& notice) {
     if (auto st = refresh_locked(); !st) return st.error();
     const std::uint64_t bound = corrected_now() + options.max_drift_ms;
     // Which entries to restamp: this replica's entries the server has not acknowledged (dot
@@ -1157,7 +1200,8 @@ Result<std::size_t> detail::ReplicaImpl::restamp_locked(const std::vector<Record
     // restamped, so causality with everything already seen is kept.
     if (clock.last().wall_ms() > bound) {
         std::map<RecordKey, const Work*> by_key;
-        for (const auto& w : work) by_key.emplace(w.key, &w);
+        for (const auto& w : work)
+            by_key.emplace(w.key, &w);
         p::HlcTimestamp safe{};
         auto s = db->prepare("SELECT collection, id, state FROM records");
         if (!s) return s.error();
@@ -1185,7 +1229,8 @@ Result<std::size_t> detail::ReplicaImpl::restamp_locked(const std::vector<Record
     std::size_t changed = 0;
     for (auto& w : work) {
         std::map<std::uint64_t, p::HlcTimestamp> fresh;
-        for (auto c : w.counters) fresh[c] = clock.tick();
+        for (auto c : w.counters)
+            fresh[c] = clock.tick();
         for_each_entry(w.state, [&](p::Entry& e) {
             if (e.dot.replica != replica_id) return;
             auto it = fresh.find(e.dot.counter);
@@ -1207,7 +1252,8 @@ Result<std::size_t> detail::ReplicaImpl::restamp_locked(const std::vector<Record
     return changed;
 }
 
-Result<std::size_t> detail::ReplicaImpl::restamp(const std::vector<RecordKey>& keys, bool all_pending) {
+Result<std::size_t> detail::ReplicaImpl::restamp(const std::vector<RecordKey>& keys,
+                                                 bool all_pending) {
     ChangeNotice notice;
     notice.origin = ChangeOrigin::sync_status;
     std::size_t n = 0;
@@ -1230,8 +1276,8 @@ Result<std::size_t> detail::ReplicaImpl::restamp(const std::vector<RecordKey>& k
     return n;
 }
 
-Result<PushSelection> detail::ReplicaImpl::select_push(std::size_t max_items, std::size_t max_bytes,
-                                                 const std::map<RecordKey, std::uint64_t>& skip) {
+Result<PushSelection> detail::ReplicaImpl::select_push(
+    std::size_t max_items, std::size_t max_bytes, const std::map<RecordKey, std::uint64_t>& skip) {
     PushSelection out;
     ChangeNotice notice;
     notice.origin = ChangeOrigin::sync_status;
@@ -1339,8 +1385,8 @@ Result<PushSelection> detail::ReplicaImpl::select_push(std::size_t max_items, st
     return out;
 }
 
-Result<AckOutcome> detail::ReplicaImpl::apply_push_results(const std::vector<PushCandidate>& items,
-                                                     const std::vector<p::ItemResult>& results) {
+Result<AckOutcome> detail::ReplicaImpl::apply_push_results(
+    const std::vector<PushCandidate>& items, const std::vector<p::ItemResult>& results) {
     AckOutcome out;
     ChangeNotice notice;
     notice.origin = ChangeOrigin::sync_status;
@@ -1390,10 +1436,12 @@ Result<AckOutcome> detail::ReplicaImpl::apply_push_results(const std::vector<Pus
                 .bind_blob(2, id_bytes(key.id))
                 .bind(3, item.change)
                 .bind(4, res.code)
-                .bind(5, res.reason.empty() ? "refused by the server (" + res.code + ")" : res.reason);
+                .bind(5,
+                      res.reason.empty() ? "refused by the server (" + res.code + ")" : res.reason);
             if (auto st = s->run(); !st) return st.error();
             if (sqlite3_changes(db->handle()) == 1) {
-                if (out.rejected++ == 0) out.first_reason = res.reason.empty() ? res.code : res.reason;
+                if (out.rejected++ == 0)
+                    out.first_reason = res.reason.empty() ? res.code : res.reason;
                 notice.records[key.collection].push_back(key.id);
             } else {
                 ++out.still_pending;  // written again since: the new write may fix it
@@ -1401,13 +1449,14 @@ Result<AckOutcome> detail::ReplicaImpl::apply_push_results(const std::vector<Pus
         }
         if (auto st = tx.commit(); !st) return st.error();
     }
-    for (auto& [c, ids] : notice.records) std::sort(ids.begin(), ids.end());
+    for (auto& [c, ids] : notice.records)
+        std::sort(ids.begin(), ids.end());
     notify(notice);
     return out;
 }
 
 Result<ApplyOutcome> detail::ReplicaImpl::apply_remote(const std::vector<p::ChangeItem>& items,
-                                                 std::uint64_t cursor) {
+                                                       std::uint64_t cursor) {
     ApplyOutcome out;
     ChangeNotice notice;
     notice.origin = ChangeOrigin::remote;
@@ -1437,7 +1486,8 @@ Result<ApplyOutcome> detail::ReplicaImpl::apply_remote(const std::vector<p::Chan
             } else {
                 merged = remote;
             }
-            acked = std::max<std::int64_t>(acked, static_cast<std::int64_t>(remote.context.get(replica_id)));
+            acked = std::max<std::int64_t>(
+                acked, static_cast<std::int64_t>(remote.context.get(replica_id)));
             // The clock observes what it receives; a timestamp too far ahead is still joined
             // (data is never dropped) but does not drag the clock along (hlc.hpp).
             if (auto ts = newest_ts(remote); ts.value != 0) (void)clock.observe(ts);
@@ -1525,7 +1575,8 @@ Status detail::ReplicaImpl::begin_rebootstrap() {
     if (auto st = db->exec("UPDATE records SET seen = 0"); !st) return st;
     // The user's areas changed (or the server lost track): refusals such as "outside your
     // assigned areas" may no longer hold, so refused records are offered again.
-    if (auto st = db->exec("UPDATE outbox SET status = 0, code = '', reason = '' WHERE status = 1"); !st)
+    if (auto st = db->exec("UPDATE outbox SET status = 0, code = '', reason = '' WHERE status = 1");
+        !st)
         return st;
     return tx.commit();
 }
@@ -1562,7 +1613,9 @@ Result<std::size_t> detail::ReplicaImpl::finish_rebootstrap() {
         // the old scope (the areas can change again before the pull completes, and a resumed
         // re-bootstrap does not pass through begin_rebootstrap): the pull that just completed
         // is under the current scope, so every refused record is offered once more.
-        if (auto st = db->exec("UPDATE outbox SET status = 0, code = '', reason = '' WHERE status = 1"); !st)
+        if (auto st =
+                db->exec("UPDATE outbox SET status = 0, code = '', reason = '' WHERE status = 1");
+            !st)
             return st.error();
         if (auto st = set_meta_locked("rebootstrap", std::int64_t{0}); !st) return st.error();
         if (auto st = tx.commit(); !st) return st.error();

@@ -24,8 +24,8 @@
 // Invariants: a local write commits its record row, its outbox row and meta hlc/change_counter
 // in one transaction; a pulled page commits its joined rows and meta cursor in one transaction.
 //
-// Locking: ReplicaImpl::mutex guards db, clock, schema and the session fields. Public entry points lock
-// it for one transaction and call observers after unlocking.
+// Locking: ReplicaImpl::mutex guards db, clock, schema and the session fields. Public entry points
+// lock it for one transaction and call observers after unlocking.
 #pragma once
 
 #include <array>
@@ -92,9 +92,9 @@ struct AckOutcome {
     std::size_t acked = 0;          ///< ok, removed from the outbox
     std::size_t still_pending = 0;  ///< ok, but edited since the push
     std::size_t rejected = 0;
-    std::string first_reason;             ///< of the first rejection
-    std::vector<RecordKey> clock_drift;   ///< to restamp and push again
-    std::vector<RecordKey> retry_later;   ///< busy/internal: keep pending, not this session
+    std::string first_reason;            ///< of the first rejection
+    std::vector<RecordKey> clock_drift;  ///< to restamp and push again
+    std::vector<RecordKey> retry_later;  ///< busy/internal: keep pending, not this session
 };
 
 struct ApplyOutcome {

@@ -35,13 +35,20 @@ using Clock = std::chrono::steady_clock;
 
 const char* to_string(ReplicatorState s) noexcept {
     switch (s) {
-        case ReplicatorState::stopped: return "stopped";
-        case ReplicatorState::connecting: return "connecting";
-        case ReplicatorState::authenticating: return "authenticating";
-        case ReplicatorState::pushing: return "pushing";
-        case ReplicatorState::pulling: return "pulling";
-        case ReplicatorState::idle: return "idle";
-        case ReplicatorState::offline: return "offline";
+        case ReplicatorState::stopped:
+            return "stopped";
+        case ReplicatorState::connecting:
+            return "connecting";
+        case ReplicatorState::authenticating:
+            return "authenticating";
+        case ReplicatorState::pushing:
+            return "pushing";
+        case ReplicatorState::pulling:
+            return "pulling";
+        case ReplicatorState::idle:
+            return "idle";
+        case ReplicatorState::offline:
+            return "offline";
     }
     return "unknown";
 }
@@ -82,7 +89,8 @@ public:
         : m_shared(std::move(shared)), m_generation(generation) {}
     void on_open() override { push(TransportEvent{TransportEvent::opened, m_generation, {}, {}}); }
     void on_frame(p::ByteView frame) override {
-        push(TransportEvent{TransportEvent::frame, m_generation, p::Bytes(frame.begin(), frame.end()), {}});
+        push(TransportEvent{
+            TransportEvent::frame, m_generation, p::Bytes(frame.begin(), frame.end()), {}});
     }
     void on_closed(const TransportClose& close) override {
         push(TransportEvent{TransportEvent::closed, m_generation, {}, close});
@@ -100,7 +108,8 @@ private:
 
 std::uint64_t steady_ms() {
     return static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count());
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+            .count());
 }
 
 bool same_error(const std::optional<Error>& a, const std::optional<Error>& b) {
@@ -123,11 +132,12 @@ struct ReplicatorCore {
     std::shared_ptr<Replica> replica;
     ReplicatorOptions options;
     std::shared_ptr<Shared> shared = std::make_shared<Shared>();
-    std::thread thread;              // guarded by start_mutex
-    std::mutex start_mutex;          // serializes start/stop/sync_once
+    std::thread thread;      // guarded by start_mutex
+    std::mutex start_mutex;  // serializes start/stop/sync_once
     std::atomic<std::thread::id> thread_id{};
 
-    ReplicatorCore(std::shared_ptr<Replica> r, ReplicatorOptions o) : replica(std::move(r)), options(std::move(o)) {
+    ReplicatorCore(std::shared_ptr<Replica> r, ReplicatorOptions o)
+        : replica(std::move(r)), options(std::move(o)) {
         if (!options.transport) options.transport = websocket_transport_factory(options.websocket);
         if (!options.permanent) options.permanent = is_permanent_sync_error;
         if (!options.engine.clock) options.engine.clock = steady_ms;
@@ -175,7 +185,10 @@ namespace {
 class Run {
 public:
     Run(ReplicatorCore& impl, ReplicatorMode mode)
-        : m_impl(impl), m_options(impl.options), m_shared(*impl.shared), m_mode(mode),
+        : m_impl(impl),
+          m_options(impl.options),
+          m_shared(*impl.shared),
+          m_mode(mode),
           m_engine(impl.replica, impl.options.engine),
           m_random(impl.options.seed ? impl.options.seed : std::random_device{}()) {}
 
@@ -189,7 +202,8 @@ public:
         });
         m_status = snapshot();
         m_next_attempt = Clock::now();
-        while (!m_done) step();
+        while (!m_done)
+            step();
         m_transport.reset();
         m_impl.replica->remove_observer(token);
         m_status.state = ReplicatorState::stopped;
@@ -244,8 +258,8 @@ private:
         }
         if (local_change && m_conn == Conn::open && m_engine.phase() == SyncPhase::live)
             apply(m_engine.push_pending());
-        if (m_options.poll_outbox_ms > 0 && m_conn == Conn::open && m_engine.phase() == SyncPhase::live &&
-            Clock::now() >= m_next_poll) {
+        if (m_options.poll_outbox_ms > 0 && m_conn == Conn::open &&
+            m_engine.phase() == SyncPhase::live && Clock::now() >= m_next_poll) {
             m_next_poll = Clock::now() + std::chrono::milliseconds(m_options.poll_outbox_ms);
             apply(m_engine.push_pending());
         }
@@ -277,11 +291,13 @@ private:
             m_transport = m_options.transport();
         } catch (const std::exception& e) {
             m_transport.reset();
-            m_session_error = Error{transport_errc::connect_failed, std::string("the transport factory failed: ") + e.what()};
+            m_session_error = Error{transport_errc::connect_failed,
+                                    std::string("the transport factory failed: ") + e.what()};
         }
         if (!m_transport) {
             if (!m_session_error)
-                m_session_error = Error{transport_errc::connect_failed, "the transport factory returned no transport"};
+                m_session_error = Error{transport_errc::connect_failed,
+                                        "the transport factory returned no transport"};
             m_conn = Conn::connecting;
             TransportClose c;
             c.error = *m_session_error;
@@ -315,7 +331,8 @@ private:
     void apply(EngineOutput out) {
         for (;;) {
             if (m_conn == Conn::open)
-                for (auto& f : out.frames) m_transport->send(std::move(f));
+                for (auto& f : out.frames)
+                    m_transport->send(std::move(f));
             for (const auto& e : out.events) {
                 if (e.kind == SyncEventKind::error && e.error) m_session_error = e.error;
                 if (m_options.on_event) {
@@ -328,7 +345,8 @@ private:
             update_from_engine();
             if (out.close) {
                 std::uint16_t code = 1000;
-                if (m_session_error && m_session_error->code == p::protocol_condition::malformed_input)
+                if (m_session_error &&
+                    m_session_error->code == p::protocol_condition::malformed_input)
                     code = 1002;
                 close_connection(code, out.close_reason.substr(0, 120));
                 return;
@@ -364,9 +382,15 @@ private:
         m_status.revoked = pr.revoked;
         m_status.cursor = pr.cursor;
         switch (pr.phase) {
-            case SyncPhase::authenticating: m_status.state = ReplicatorState::authenticating; break;
-            case SyncPhase::pushing: m_status.state = ReplicatorState::pushing; break;
-            case SyncPhase::pulling: m_status.state = ReplicatorState::pulling; break;
+            case SyncPhase::authenticating:
+                m_status.state = ReplicatorState::authenticating;
+                break;
+            case SyncPhase::pushing:
+                m_status.state = ReplicatorState::pushing;
+                break;
+            case SyncPhase::pulling:
+                m_status.state = ReplicatorState::pulling;
+                break;
             case SyncPhase::live:
                 if (m_status.state != ReplicatorState::idle) {
                     // Caught up: errors reported earlier in the session are over.
@@ -378,7 +402,8 @@ private:
                 break;
             case SyncPhase::idle:
             case SyncPhase::connecting:
-            case SyncPhase::error: break;
+            case SyncPhase::error:
+                break;
         }
         if (m_session_error) m_status.last_error = m_session_error;
         if (pr.phase == SyncPhase::error) m_status.up_to_date = false;
@@ -393,7 +418,8 @@ private:
         std::optional<Error> error = m_session_error;
         if (!error && !close.clean()) error = close.error;
         if (!error && !m_completed && !m_stopping) {
-            std::string why = "the server closed the connection (code " + std::to_string(close.code);
+            std::string why =
+                "the server closed the connection (code " + std::to_string(close.code);
             if (!close.reason.empty()) why += ": " + close.reason;
             why += ")";
             error = Error{transport_errc::closed, why};
@@ -408,7 +434,9 @@ private:
         }
         if (m_mode == ReplicatorMode::one_shot) {
             m_done = true;
-            if (!m_completed) m_final_error = error ? *error : Error{transport_errc::closed, "the sync did not complete"};
+            if (!m_completed)
+                m_final_error =
+                    error ? *error : Error{transport_errc::closed, "the sync did not complete"};
             return;
         }
         if (error && m_options.permanent(*error)) {
@@ -420,7 +448,8 @@ private:
         ++m_attempt;
         const auto& b = m_options.backoff;
         double delay = b.initial_ms;
-        for (std::uint32_t i = 1; i < m_attempt && delay < b.max_ms; ++i) delay *= std::max(b.multiplier, 1.0);
+        for (std::uint32_t i = 1; i < m_attempt && delay < b.max_ms; ++i)
+            delay *= std::max(b.multiplier, 1.0);
         delay = std::min<double>(delay, b.max_ms);
         if (b.jitter > 0) {
             std::uniform_real_distribution<double> dist(1.0 - b.jitter / 2, 1.0 + b.jitter / 2);
@@ -494,7 +523,9 @@ void ReplicatorCore::run(ReplicatorMode mode) {
 Replicator::Replicator(std::shared_ptr<Replica> replica, ReplicatorOptions options)
     : m_impl(std::make_unique<Impl>(std::move(replica), std::move(options))) {}
 
-Replicator::~Replicator() { stop(); }
+Replicator::~Replicator() {
+    stop();
+}
 
 void Replicator::start() {
     std::lock_guard guard(m_impl->start_mutex);
@@ -534,12 +565,15 @@ Status Replicator::sync_once(std::chrono::milliseconds timeout) {
     bool finished = false;
     {
         std::unique_lock lock(m_impl->shared->mutex);
-        finished = m_impl->shared->done.wait_for(lock, timeout, [&] { return !m_impl->shared->running; });
+        finished =
+            m_impl->shared->done.wait_for(lock, timeout, [&] { return !m_impl->shared->running; });
     }
     if (!finished) {
         m_impl->halt();
-        std::string msg = "sync did not finish within " +
-                          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) + " s";
+        std::string msg =
+            "sync did not finish within " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
+            " s";
         const auto st = status();
         if (st.last_error) msg += " (last error: " + st.last_error->message + ")";
         return Error{protocol_errc::busy, msg};
@@ -559,6 +593,8 @@ bool Replicator::running() const {
     return m_impl->shared->running;
 }
 
-const std::shared_ptr<Replica>& Replicator::replica() const noexcept { return m_impl->replica; }
+const std::shared_ptr<Replica>& Replicator::replica() const noexcept {
+    return m_impl->replica;
+}
 
 }  // namespace fieldsync

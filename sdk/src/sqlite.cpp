@@ -49,7 +49,9 @@ Status Stmt::run() {
     }
 }
 
-std::int64_t Stmt::col_int(int i) const { return sqlite3_column_int64(m_s, i); }
+std::int64_t Stmt::col_int(int i) const {
+    return sqlite3_column_int64(m_s, i);
+}
 
 std::string Stmt::col_text(int i) const {
     const auto* p = sqlite3_column_text(m_s, i);
@@ -64,14 +66,15 @@ Bytes Stmt::col_blob(int i) const {
     return p ? Bytes(p, p + n) : Bytes();
 }
 
-bool Stmt::col_is_null(int i) const { return sqlite3_column_type(m_s, i) == SQLITE_NULL; }
+bool Stmt::col_is_null(int i) const {
+    return sqlite3_column_type(m_s, i) == SQLITE_NULL;
+}
 
 Result<std::unique_ptr<Db>> Db::open(const std::filesystem::path& path, int busy_timeout_ms) {
     sqlite3* raw = nullptr;
-    const int rc = sqlite3_open_v2(path.string().c_str(), &raw,
-                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                       SQLITE_OPEN_NOMUTEX,
-                                   nullptr);
+    const int rc =
+        sqlite3_open_v2(path.string().c_str(), &raw,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) {
         std::string msg = raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
         sqlite3_close(raw);
@@ -85,7 +88,8 @@ Result<std::unique_ptr<Db>> Db::open(const std::filesystem::path& path, int busy
 }
 
 Db::~Db() {
-    for (auto& [sql, s] : m_cache) sqlite3_finalize(s);
+    for (auto& [sql, s] : m_cache)
+        sqlite3_finalize(s);
     sqlite3_close(m_db);
 }
 
@@ -94,8 +98,7 @@ Status Db::exec(const char* sql) {
     if (sqlite3_exec(m_db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
         std::string msg = err ? err : sqlite3_errmsg(m_db);
         sqlite3_free(err);
-        return Error{protocol_errc::internal,
-                     "replica file " + m_path.string() + ": " + msg};
+        return Error{protocol_errc::internal, "replica file " + m_path.string() + ": " + msg};
     }
     return {};
 }
@@ -112,8 +115,8 @@ Result<Stmt> Db::prepare(const char* sql) {
 }
 
 Error Db::error(std::string_view what) const {
-    return Error{protocol_errc::internal, std::string(what) + " (replica file " +
-                                              m_path.string() + "): " + sqlite3_errmsg(m_db)};
+    return Error{protocol_errc::internal, std::string(what) + " (replica file " + m_path.string() +
+                                              "): " + sqlite3_errmsg(m_db)};
 }
 
 Transaction::Transaction(Db& db) : m_db(db), m_begun(db.exec("BEGIN IMMEDIATE")) {

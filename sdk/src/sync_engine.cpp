@@ -34,31 +34,50 @@ namespace p = fieldsync::protocol;
 
 const char* to_string(SyncPhase phase) noexcept {
     switch (phase) {
-        case SyncPhase::idle: return "idle";
-        case SyncPhase::connecting: return "connecting";
-        case SyncPhase::authenticating: return "authenticating";
-        case SyncPhase::pushing: return "pushing";
-        case SyncPhase::pulling: return "pulling";
-        case SyncPhase::live: return "live";
-        case SyncPhase::error: return "error";
+        case SyncPhase::idle:
+            return "idle";
+        case SyncPhase::connecting:
+            return "connecting";
+        case SyncPhase::authenticating:
+            return "authenticating";
+        case SyncPhase::pushing:
+            return "pushing";
+        case SyncPhase::pulling:
+            return "pulling";
+        case SyncPhase::live:
+            return "live";
+        case SyncPhase::error:
+            return "error";
     }
     return "unknown";
 }
 
 const char* to_string(SyncEventKind k) noexcept {
     switch (k) {
-        case SyncEventKind::phase_changed: return "phase_changed";
-        case SyncEventKind::pushed: return "pushed";
-        case SyncEventKind::rejected: return "rejected";
-        case SyncEventKind::restamped: return "restamped";
-        case SyncEventKind::pulled: return "pulled";
-        case SyncEventKind::revoked: return "revoked";
-        case SyncEventKind::schema_updated: return "schema_updated";
-        case SyncEventKind::rebootstrap_started: return "rebootstrap_started";
-        case SyncEventKind::rebootstrap_finished: return "rebootstrap_finished";
-        case SyncEventKind::digest_matched: return "digest_matched";
-        case SyncEventKind::digest_mismatch: return "digest_mismatch";
-        case SyncEventKind::error: return "error";
+        case SyncEventKind::phase_changed:
+            return "phase_changed";
+        case SyncEventKind::pushed:
+            return "pushed";
+        case SyncEventKind::rejected:
+            return "rejected";
+        case SyncEventKind::restamped:
+            return "restamped";
+        case SyncEventKind::pulled:
+            return "pulled";
+        case SyncEventKind::revoked:
+            return "revoked";
+        case SyncEventKind::schema_updated:
+            return "schema_updated";
+        case SyncEventKind::rebootstrap_started:
+            return "rebootstrap_started";
+        case SyncEventKind::rebootstrap_finished:
+            return "rebootstrap_finished";
+        case SyncEventKind::digest_matched:
+            return "digest_matched";
+        case SyncEventKind::digest_mismatch:
+            return "digest_mismatch";
+        case SyncEventKind::error:
+            return "error";
     }
     return "unknown";
 }
@@ -115,15 +134,17 @@ struct SyncEngine::State {
     std::deque<std::variant<p::Notify, p::Revoke>> queue;
 
     State(std::shared_ptr<Replica> r, EngineOptions o)
-        : replica(std::move(r)), impl(detail::ReplicaAccess::impl(*replica)), options(std::move(o)) {}
+        : replica(std::move(r)),
+          impl(detail::ReplicaAccess::impl(*replica)),
+          options(std::move(o)) {}
 
     std::uint64_t now() const { return options.clock ? options.clock() : impl.corrected_now(); }
     bool in_flight() const { return hello_sent_at || push || pull || digest_sent_at; }
 
     // --- Output helpers
 
-    void emit(EngineOutput& out, SyncEventKind kind, std::uint64_t count = 0, std::string message = {},
-              std::optional<Error> error = {}) {
+    void emit(EngineOutput& out, SyncEventKind kind, std::uint64_t count = 0,
+              std::string message = {}, std::optional<Error> error = {}) {
         SyncEvent e;
         e.kind = kind;
         e.count = count;
@@ -139,7 +160,9 @@ struct SyncEngine::State {
         emit(out, SyncEventKind::phase_changed, 0, to_string(phase));
     }
 
-    void send(EngineOutput& out, const p::Message& m) { out.frames.push_back(p::encode_message(m)); }
+    void send(EngineOutput& out, const p::Message& m) {
+        out.frames.push_back(p::encode_message(m));
+    }
 
     void end_session() {
         session = false;
@@ -363,11 +386,11 @@ void SyncEngine::State::on_welcome(EngineOutput& out, const p::Welcome& w) {
         return protocol_violation(out, p::protocol_errc::unexpected_message,
                                   "welcome: this session already received one");
     if (w.version < options.min_version || w.version > p::protocol_version)
-        return fail(out, Error{p::protocol_errc::unsupported_version,
-                               "welcome.v: the server chose protocol version " +
-                                   std::to_string(w.version) + ", but this SDK speaks " +
-                                   std::to_string(options.min_version) + ".." +
-                                   std::to_string(p::protocol_version) + ": update the app"});
+        return fail(
+            out, Error{p::protocol_errc::unsupported_version,
+                       "welcome.v: the server chose protocol version " + std::to_string(w.version) +
+                           ", but this SDK speaks " + std::to_string(options.min_version) + ".." +
+                           std::to_string(p::protocol_version) + ": update the app"});
     auto hs = impl.hello_state();
     if (!hs) return fail(out, hs.error());
     if (!hs->user.empty() && hs->user != w.user && hs->outbox > 0)
@@ -390,8 +413,9 @@ void SyncEngine::State::on_welcome(EngineOutput& out, const p::Welcome& w) {
     hello_sent_at.reset();
     authenticated = true;
     frames_after_welcome = 0;
-    max_batch = std::max<std::uint64_t>(
-        1, w.limits.max_batch ? std::min(options.max_batch, w.limits.max_batch) : options.max_batch);
+    max_batch = std::max<std::uint64_t>(1, w.limits.max_batch
+                                               ? std::min(options.max_batch, w.limits.max_batch)
+                                               : options.max_batch);
     max_frame = w.limits.max_frame ? w.limits.max_frame : default_max_frame;
     cursor = progress.cursor = hs->cursor;
     rebootstrap_wanted = hs->rebootstrap;  // an interrupted re-bootstrap restarts
@@ -403,9 +427,9 @@ void SyncEngine::State::on_welcome(EngineOutput& out, const p::Welcome& w) {
 
 void SyncEngine::State::on_push_ack(EngineOutput& out, const p::PushAck& a) {
     if (!push || a.batch != push->batch)
-        return protocol_violation(out, p::protocol_errc::unexpected_message,
-                                  "push_ack.batch: " + std::to_string(a.batch) +
-                                      " does not answer the push in flight");
+        return protocol_violation(
+            out, p::protocol_errc::unexpected_message,
+            "push_ack.batch: " + std::to_string(a.batch) + " does not answer the push in flight");
     if (a.results.size() != push->items.size())
         return protocol_violation(out, p::protocol_errc::invalid_value,
                                   "push_ack.results: " + std::to_string(a.results.size()) +
@@ -431,7 +455,8 @@ void SyncEngine::State::on_push_ack(EngineOutput& out, const p::PushAck& a) {
             if (!n) return fail(out, n.error());
             if (*n > 0)
                 emit(out, SyncEventKind::restamped, *n,
-                     "the server found them stamped too far ahead: restamped with the corrected clock");
+                     "the server found them stamped too far ahead: restamped with the corrected "
+                     "clock");
         }
         if (again.size() < res->clock_drift.size())
             warn(out, Error{p::protocol_errc::clock_drift,
@@ -449,9 +474,9 @@ void SyncEngine::State::on_push_ack(EngineOutput& out, const p::PushAck& a) {
 
 void SyncEngine::State::on_changes(EngineOutput& out, const p::Changes& c) {
     if (!pull || c.since != pull->since)
-        return protocol_violation(out, p::protocol_errc::unexpected_message,
-                                  "changes.since: " + std::to_string(c.since) +
-                                      " does not answer the pull in flight");
+        return protocol_violation(
+            out, p::protocol_errc::unexpected_message,
+            "changes.since: " + std::to_string(c.since) + " does not answer the pull in flight");
     const bool was_rebootstrap = pull->rebootstrap;
     pull.reset();
     auto res = impl.apply_remote(c.items, c.cursor);
@@ -473,7 +498,8 @@ void SyncEngine::State::on_changes(EngineOutput& out, const p::Changes& c) {
             tried.clear();
             progress.revoked += *dropped;
             emit(out, SyncEventKind::rebootstrap_finished, *dropped,
-                 std::to_string(*dropped) + " local records the server no longer sends were dropped");
+                 std::to_string(*dropped) +
+                     " local records the server no longer sends were dropped");
         }
     }
 }
@@ -517,8 +543,9 @@ void SyncEngine::State::on_error(EngineOutput& out, const p::ErrorMessage& e) {
     if (e.fatal) {
         if (code == p::protocol_errc::unauthenticated && used_token) {
             (void)impl.clear_token();
-            message += " (the stored session token was refused and forgotten: sign in with user "
-                       "name and password)";
+            message +=
+                " (the stored session token was refused and forgotten: sign in with user "
+                "name and password)";
         }
         return fail(out, Error{ec, message});
     }
@@ -527,7 +554,8 @@ void SyncEngine::State::on_error(EngineOutput& out, const p::ErrorMessage& e) {
         push.reset();
         if (items.size() > 1) {
             max_batch = std::max<std::uint64_t>(1, items.size() / 2);
-            for (const auto& c : items) tried.erase(c.key);
+            for (const auto& c : items)
+                tried.erase(c.key);
             warn(out, Error{ec, message + " (retrying with batches of " +
                                     std::to_string(max_batch) + ")"});
         } else {
@@ -606,9 +634,9 @@ EngineOutput SyncEngine::on_frame(p::ByteView frame) {
     limits.max_frame_bytes = std::max<std::size_t>(limits.max_frame_bytes, s.max_frame);
     auto decoded = p::decode_message(frame, limits);
     if (!decoded) {
-        s.protocol_violation(out, static_cast<p::protocol_errc>(decoded.error().code.value()),
-                             "the server sent a message this client cannot decode: " +
-                                 decoded.error().message);
+        s.protocol_violation(
+            out, static_cast<p::protocol_errc>(decoded.error().code.value()),
+            "the server sent a message this client cannot decode: " + decoded.error().message);
         return out;
     }
     if (s.authenticated) ++s.frames_after_welcome;
@@ -635,8 +663,9 @@ EngineOutput SyncEngine::on_frame(p::ByteView frame) {
     } else if (auto* d = std::get_if<p::Digest>(&m)) {
         s.on_digest(out, *d);
     } else {
-        s.protocol_violation(out, p::protocol_errc::unexpected_message,
-                             std::string(p::message_type(m)) + ": a server does not send this message");
+        s.protocol_violation(
+            out, p::protocol_errc::unexpected_message,
+            std::string(p::message_type(m)) + ": a server does not send this message");
     }
     if (s.session) s.advance(out);
     return out;
@@ -689,8 +718,14 @@ EngineOutput SyncEngine::check_digest() {
     return out;
 }
 
-SyncProgress SyncEngine::progress() const { return m_state->progress; }
-SyncPhase SyncEngine::phase() const noexcept { return m_state->progress.phase; }
-const std::shared_ptr<Replica>& SyncEngine::replica() const noexcept { return m_state->replica; }
+SyncProgress SyncEngine::progress() const {
+    return m_state->progress;
+}
+SyncPhase SyncEngine::phase() const noexcept {
+    return m_state->progress.phase;
+}
+const std::shared_ptr<Replica>& SyncEngine::replica() const noexcept {
+    return m_state->replica;
+}
 
 }  // namespace fieldsync

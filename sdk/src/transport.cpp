@@ -23,15 +23,24 @@ public:
     const char* name() const noexcept override { return "fieldsync.transport"; }
     std::string message(int ev) const override {
         switch (static_cast<transport_errc>(ev)) {
-            case transport_errc::closed: return "connection closed";
-            case transport_errc::connect_failed: return "cannot connect to the server";
-            case transport_errc::tls_failed: return "TLS handshake failed";
-            case transport_errc::pin_mismatch: return "server certificate does not match the pin";
-            case transport_errc::handshake_failed: return "WebSocket upgrade refused";
-            case transport_errc::timeout: return "timed out";
-            case transport_errc::protocol_error: return "WebSocket protocol error";
-            case transport_errc::invalid_url: return "invalid sync URL";
-            case transport_errc::network: return "network error";
+            case transport_errc::closed:
+                return "connection closed";
+            case transport_errc::connect_failed:
+                return "cannot connect to the server";
+            case transport_errc::tls_failed:
+                return "TLS handshake failed";
+            case transport_errc::pin_mismatch:
+                return "server certificate does not match the pin";
+            case transport_errc::handshake_failed:
+                return "WebSocket upgrade refused";
+            case transport_errc::timeout:
+                return "timed out";
+            case transport_errc::protocol_error:
+                return "WebSocket protocol error";
+            case transport_errc::invalid_url:
+                return "invalid sync URL";
+            case transport_errc::network:
+                return "network error";
         }
         return "unknown transport error";
     }
@@ -53,7 +62,8 @@ int hex_digit(char c) noexcept {
 
 std::string base64(const unsigned char* data, std::size_t n) {
     std::string out(4 * ((n + 2) / 3) + 1, '\0');
-    int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+    int len =
+        EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
     out.resize(static_cast<std::size_t>(std::max(len, 0)));
     return out;
 }
@@ -130,9 +140,11 @@ p::Result<std::vector<std::uint8_t>> parse_spki_pin(std::string_view pin) {
                             " (expected sha256/<base64 of 32 bytes> or 64 hex digits)"};
     };
     std::vector<std::uint8_t> out;
-    if (pin.size() == 64 && std::all_of(pin.begin(), pin.end(), [](char c) { return hex_digit(c) >= 0; })) {
+    if (pin.size() == 64 &&
+        std::all_of(pin.begin(), pin.end(), [](char c) { return hex_digit(c) >= 0; })) {
         for (std::size_t i = 0; i < 64; i += 2)
-            out.push_back(static_cast<std::uint8_t>(hex_digit(pin[i]) * 16 + hex_digit(pin[i + 1])));
+            out.push_back(
+                static_cast<std::uint8_t>(hex_digit(pin[i]) * 16 + hex_digit(pin[i + 1])));
         return out;
     }
     constexpr std::string_view prefix = "sha256/";
@@ -159,7 +171,8 @@ p::Result<std::string> spki_pin_from_pem(std::string_view pem) {
                         "no PEM certificate found (expected -----BEGIN CERTIFICATE-----)"};
     unsigned char* der = nullptr;
     const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
-    if (len <= 0) return p::Error{p::protocol_errc::invalid_value, "the certificate has no public key"};
+    if (len <= 0)
+        return p::Error{p::protocol_errc::invalid_value, "the certificate has no public key"};
     unsigned char digest[SHA256_DIGEST_LENGTH];
     SHA256(der, static_cast<std::size_t>(len), digest);
     OPENSSL_free(der);

@@ -54,7 +54,9 @@ std::string decode(std::string_view s, bool plus_is_space, std::string_view what
 
 }  // namespace
 
-ApiError bad_request(std::string message) { return make(400, "bad_request", std::move(message)); }
+ApiError bad_request(std::string message) {
+    return make(400, "bad_request", std::move(message));
+}
 ApiError validation_error(std::string message) {
     return make(400, "validation_failed", std::move(message));
 }
@@ -63,12 +65,18 @@ ApiError unauthenticated(std::string message) {
     e.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"fieldsync\"");
     return e;
 }
-ApiError forbidden(std::string message) { return make(403, "forbidden", std::move(message)); }
-ApiError not_found(std::string message) { return make(404, "not_found", std::move(message)); }
+ApiError forbidden(std::string message) {
+    return make(403, "forbidden", std::move(message));
+}
+ApiError not_found(std::string message) {
+    return make(404, "not_found", std::move(message));
+}
 ApiError conflict(std::string code, std::string message) {
     return make(409, std::move(code), std::move(message));
 }
-ApiError internal_error(std::string message) { return make(500, "internal", std::move(message)); }
+ApiError internal_error(std::string message) {
+    return make(500, "internal", std::move(message));
+}
 
 namespace {
 
@@ -81,7 +89,11 @@ std::string utf8_safe(std::string_view s) {
     std::size_t i = 0;
     while (i < s.size()) {
         const auto c = static_cast<unsigned char>(s[i]);
-        const std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        const std::size_t len = c < 0x80           ? 1
+                                : (c >> 5) == 0x6  ? 2
+                                : (c >> 4) == 0xE  ? 3
+                                : (c >> 3) == 0x1E ? 4
+                                                   : 0;
         if (len > 0 && i + len <= s.size() && protocol::is_valid_utf8(s.substr(i, len))) {
             out.append(s.substr(i, len));
             i += len;
@@ -100,9 +112,11 @@ void make_utf8_safe(json::value& v) {
     if (v.is_string()) {
         if (!protocol::is_valid_utf8(v.get_string())) v = utf8_safe(v.get_string());
     } else if (v.is_array()) {
-        for (auto& e : v.get_array()) make_utf8_safe(e);
+        for (auto& e : v.get_array())
+            make_utf8_safe(e);
     } else if (v.is_object()) {
-        for (auto& kv : v.get_object()) make_utf8_safe(kv.value());
+        for (auto& kv : v.get_object())
+            make_utf8_safe(kv.value());
     }
 }
 
@@ -110,7 +124,8 @@ void make_utf8_safe(json::value& v) {
 
 std::string error_body(const ApiError& e) {
     json::value err = json::object{{"code", utf8_safe(e.code)}, {"message", utf8_safe(e.message)}};
-    for (const auto& [k, v] : e.details) err.get_object()[utf8_safe(k)] = v;
+    for (const auto& [k, v] : e.details)
+        err.get_object()[utf8_safe(k)] = v;
     make_utf8_safe(err);
     return json::serialize(json::object{{"error", std::move(err)}});
 }
@@ -119,7 +134,8 @@ Target parse_target(std::string_view target) {
     Target t;
     const auto q = target.find('?');
     std::string_view path = target.substr(0, q);
-    std::string_view query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+    std::string_view query =
+        q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
     if (auto h = query.find('#'); h != std::string_view::npos) query = query.substr(0, h);
     t.path = std::string(path);
     // Segments: "/api/records/x" -> api, records, x. A trailing slash gives an empty segment,
@@ -138,8 +154,9 @@ Target parse_target(std::string_view target) {
         if (part.empty()) continue;
         auto eq = part.find('=');
         std::string key = decode(part.substr(0, eq), true, "query");
-        std::string value =
-            eq == std::string_view::npos ? std::string() : decode(part.substr(eq + 1), true, "query");
+        std::string value = eq == std::string_view::npos
+                                ? std::string()
+                                : decode(part.substr(eq + 1), true, "query");
         t.query.emplace_back(std::move(key), std::move(value));
     }
     return t;
@@ -165,13 +182,15 @@ bool match_route(std::string_view pattern, const std::vector<std::string>& segme
         start = end + 1;
     }
     if (i != segments.size()) return false;
-    for (auto& c : captured) params.push_back(std::move(c));
+    for (auto& c : captured)
+        params.push_back(std::move(c));
     return true;
 }
 
 json::value parse_json_body(std::string_view body) {
     std::size_t ws = 0;
-    while (ws < body.size() && (body[ws] == ' ' || body[ws] == '\t' || body[ws] == '\r' || body[ws] == '\n'))
+    while (ws < body.size() &&
+           (body[ws] == ' ' || body[ws] == '\t' || body[ws] == '\r' || body[ws] == '\n'))
         ++ws;
     if (ws == body.size()) {
         ApiError e = bad_request("body: expected a JSON document, but the request body is empty");
@@ -245,8 +264,8 @@ std::uint64_t Query::get_uint(std::string_view key, std::uint64_t def, std::uint
         throw bad_request("query parameter " + std::string(key) + ": \"" + *v +
                           "\" is not a non-negative integer");
     if (n < min || n > max)
-        throw bad_request("query parameter " + std::string(key) + ": " + *v +
-                          " is outside " + std::to_string(min) + ".." + std::to_string(max));
+        throw bad_request("query parameter " + std::string(key) + ": " + *v + " is outside " +
+                          std::to_string(min) + ".." + std::to_string(max));
     return n;
 }
 
@@ -273,22 +292,27 @@ std::vector<std::pair<std::string, std::string>> Query::with_prefix(std::string_
 
 void Query::check_unknown() const {
     for (std::size_t i = 0; i < m_params.size(); ++i)
-        if (!m_used[i])
-            throw bad_request("unknown query parameter \"" + m_params[i].first + "\"");
+        if (!m_used[i]) throw bad_request("unknown query parameter \"" + m_params[i].first + "\"");
 }
 
 // --- ObjectReader -----------------------------------------------------------------------------
 
 const char* json_kind(const json::value& v) noexcept {
     switch (v.kind()) {
-        case json::kind::null: return "null";
-        case json::kind::bool_: return "a boolean";
+        case json::kind::null:
+            return "null";
+        case json::kind::bool_:
+            return "a boolean";
         case json::kind::int64:
         case json::kind::uint64:
-        case json::kind::double_: return "a number";
-        case json::kind::string: return "a string";
-        case json::kind::array: return "an array";
-        case json::kind::object: return "an object";
+        case json::kind::double_:
+            return "a number";
+        case json::kind::string:
+            return "a string";
+        case json::kind::array:
+            return "an array";
+        case json::kind::object:
+            return "an object";
     }
     return "a value";
 }
@@ -306,7 +330,9 @@ ObjectReader::ObjectReader(const json::value& v, std::string where) : m_where(st
     m_obj = &v.get_object();
 }
 
-bool ObjectReader::has(std::string_view key) const { return m_obj->contains(key); }
+bool ObjectReader::has(std::string_view key) const {
+    return m_obj->contains(key);
+}
 
 std::string ObjectReader::path(std::string_view key) const {
     return m_where + "." + std::string(key);
@@ -320,8 +346,7 @@ const json::value* ObjectReader::value(std::string_view key) {
 std::optional<std::string> ObjectReader::opt_string(std::string_view key) {
     const json::value* v = value(key);
     if (!v) return std::nullopt;
-    if (!v->is_string())
-        throw bad_request(path(key) + ": expected a string, got " + json_kind(*v));
+    if (!v->is_string()) throw bad_request(path(key) + ": expected a string, got " + json_kind(*v));
     return std::string(v->get_string());
 }
 

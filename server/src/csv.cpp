@@ -48,9 +48,10 @@ protocol::Result<std::vector<Row>> parse(std::string_view text) {
                     ++i;
                 }
                 if (!closed)
-                    return p::Error{p::protocol_errc::invalid_value,
-                                    "line " + std::to_string(start_line) +
-                                        ": unterminated quoted field (a \" opens it, none closes it)"};
+                    return p::Error{
+                        p::protocol_errc::invalid_value,
+                        "line " + std::to_string(start_line) +
+                            ": unterminated quoted field (a \" opens it, none closes it)"};
                 if (i < n && text[i] != ',' && text[i] != '\n' &&
                     !(text[i] == '\r' && i + 1 < n && text[i + 1] == '\n')) {
                     return p::Error{p::protocol_errc::invalid_value,
@@ -111,8 +112,10 @@ std::string neutralise_formula(std::string_view cell) {
             case '-':
             case '@':
             case '\t':
-            case '\r': return "'" + std::string(cell);
-            default: break;
+            case '\r':
+                return "'" + std::string(cell);
+            default:
+                break;
         }
     }
     return std::string(cell);

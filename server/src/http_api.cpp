@@ -56,9 +56,9 @@ namespace {
 
 // --- Limits -----------------------------------------------------------------------------------
 
-constexpr std::size_t max_list_limit = 500;         // records, conflicts per page
-constexpr std::size_t records_scan_budget = 5000;   // rows examined per filtered listing
-constexpr std::size_t export_page = 500;            // records per export chunk
+constexpr std::size_t max_list_limit = 500;        // records, conflicts per page
+constexpr std::size_t records_scan_budget = 5000;  // rows examined per filtered listing
+constexpr std::size_t export_page = 500;           // records per export chunk
 constexpr std::size_t max_conflicts_examined = 20000;
 constexpr std::size_t max_visits_scanned = 20000;
 constexpr std::size_t recent_visits = 10;
@@ -72,7 +72,9 @@ constexpr std::int64_t day_ms = 24ll * 3600 * 1000;
 
 // --- Small helpers ----------------------------------------------------------------------------
 
-std::string iso(std::int64_t ms) { return p::iso8601_utc(static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0))); }
+std::string iso(std::int64_t ms) {
+    return p::iso8601_utc(static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0)));
+}
 
 HttpResponse json_reply(json::value v, unsigned status = 200) {
     HttpResponse r;
@@ -91,14 +93,16 @@ HttpResponse error_reply(const ApiError& e) {
 
 template <class T>
 T checked(Result<T> r, std::string_view op) {
-    if (!r) throw api::internal_error("the server's store failed (" + std::string(op) +
-                                      "): " + r.error().message);
+    if (!r)
+        throw api::internal_error("the server's store failed (" + std::string(op) +
+                                  "): " + r.error().message);
     return std::move(r).value();
 }
 
 void checked(const Status& st, std::string_view op) {
-    if (!st) throw api::internal_error("the server's store failed (" + std::string(op) +
-                                       "): " + st.error().message);
+    if (!st)
+        throw api::internal_error("the server's store failed (" + std::string(op) +
+                                  "): " + st.error().message);
 }
 
 json::value parse_stored_json(const std::string& text) {
@@ -126,13 +130,15 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep) {
 
 json::array string_array(const std::vector<std::string>& v) {
     json::array a;
-    for (const auto& s : v) a.emplace_back(s);
+    for (const auto& s : v)
+        a.emplace_back(s);
     return a;
 }
 
 json::object labels_json(const p::Labels& l) {
     json::object o;
-    for (const auto& [k, v] : l) o[k] = v;
+    for (const auto& [k, v] : l)
+        o[k] = v;
     return o;
 }
 
@@ -165,18 +171,24 @@ std::string degrees_text(std::int32_t e7) {
 // Plain text of a value, for filters and CSV cells (text unchanged, no quoting).
 std::string value_text(const p::Value& v) {
     switch (v.index()) {
-        case 1: return std::get<bool>(v) ? "true" : "false";
-        case 2: return std::to_string(std::get<std::int64_t>(v));
-        case 3: return std::get<std::string>(v);
+        case 1:
+            return std::get<bool>(v) ? "true" : "false";
+        case 2:
+            return std::to_string(std::get<std::int64_t>(v));
+        case 3:
+            return std::get<std::string>(v);
         case 4: {
             const auto& g = std::get<p::GeoPoint>(v);
             return degrees_text(g.lat_e7) + " " + degrees_text(g.lon_e7);
         }
-        default: return "";
+        default:
+            return "";
     }
 }
 
-json::value value_json(const p::Value& v) { return json::parse(p::value_to_json(v)); }
+json::value value_json(const p::Value& v) {
+    return json::parse(p::value_to_json(v));
+}
 
 // A JSON value converted for one field (typed by the field definition) and checked as a write.
 p::Value field_value(const p::Schema& schema, const p::CollectionDef& coll, const p::FieldDef& def,
@@ -282,7 +294,8 @@ const p::CollectionDef& collection_param(const p::Schema& schema, const std::str
     const p::CollectionDef* c = schema.find(name);
     if (!c) {
         std::vector<std::string> names;
-        for (const auto& x : schema.collections()) names.push_back(x.name);
+        for (const auto& x : schema.collections())
+            names.push_back(x.name);
         throw api::bad_request(std::string(what) + ": no collection named \"" + name +
                                "\" (collections: " + join(names, ", ") + ")");
     }
@@ -295,7 +308,8 @@ std::vector<p::Value> held_values(const p::FieldView& v) {
     std::vector<p::Value> out;
     if (v.rule == p::MergeRule::set) return v.elements;
     out.push_back(v.value);
-    for (const auto& e : v.competing) out.push_back(e.value);
+    for (const auto& e : v.competing)
+        out.push_back(e.value);
     return out;
 }
 
@@ -339,7 +353,8 @@ std::string csv_cell(const std::optional<p::FieldView>& v) {
     if (!v) return "";
     if (v->rule == p::MergeRule::set) {
         std::vector<std::string> parts;
-        for (const auto& e : v->elements) parts.push_back(value_text(e));
+        for (const auto& e : v->elements)
+            parts.push_back(value_text(e));
         return csv::neutralise_formula(join(parts, ";"));
     }
     if (std::holds_alternative<std::string>(v->value))
@@ -355,7 +370,8 @@ std::string csv_cell(const std::optional<p::FieldView>& v) {
 
 class HttpApi::Impl : public std::enable_shared_from_this<HttpApi::Impl> {
 public:
-    Impl(StoreWorker& worker, ApiOptions options) : m_worker(worker), m_options(std::move(options)) {}
+    Impl(StoreWorker& worker, ApiOptions options)
+        : m_worker(worker), m_options(std::move(options)) {}
 
     void handle(HttpRequest request, std::function<void(HttpResponse)> done);
 
@@ -479,8 +495,7 @@ const std::vector<HttpApi::Impl::Route>& HttpApi::Impl::routes() {
         {"PUT", "/api/records/{collection}/{id}", A::supervisor, true, true, &Impl::put_record},
         {"GET", "/api/conflicts", A::supervisor, false, false, &Impl::list_conflicts},
         {"GET", "/api/conflicts/{id}", A::supervisor, false, false, &Impl::get_conflict},
-        {"POST", "/api/conflicts/{id}/resolve", A::supervisor, true, true,
-         &Impl::resolve_conflict},
+        {"POST", "/api/conflicts/{id}/resolve", A::supervisor, true, true, &Impl::resolve_conflict},
         {"GET", "/api/devices", A::supervisor, false, false, &Impl::list_devices},
         {"GET", "/api/export", A::supervisor, false, false, &Impl::export_records},
         {"GET", "/api/schema", A::signed_in, false, false, &Impl::get_schema},
@@ -508,7 +523,8 @@ void HttpApi::Impl::handle(HttpRequest request, std::function<void(HttpResponse)
         call->target = api::parse_target(req.target);
         const auto& segs = call->target.segments;
         if (segs.empty() || segs[0] != "api")
-            throw api::not_found("no API route " + call->target.path + " (the API lives under /api/)");
+            throw api::not_found("no API route " + call->target.path +
+                                 " (the API lives under /api/)");
         std::vector<std::string> allowed;
         for (const auto& r : routes()) {
             std::vector<std::string> params;
@@ -546,8 +562,9 @@ void HttpApi::Impl::handle(HttpRequest request, std::function<void(HttpResponse)
 
 void HttpApi::Impl::deliver(HttpResponse r, std::function<void(HttpResponse)> done) {
     auto response = std::make_shared<HttpResponse>(std::move(r));
-    m_worker.post([](Store&, const p::Schema&) { return false; },
-                  [response, done = std::move(done)](const Status&) { done(std::move(*response)); });
+    m_worker.post(
+        [](Store&, const p::Schema&) { return false; },
+        [response, done = std::move(done)](const Status&) { done(std::move(*response)); });
 }
 
 void HttpApi::Impl::post(std::shared_ptr<Call> call, std::function<void(HttpResponse)> done) {
@@ -572,8 +589,8 @@ bool HttpApi::Impl::execute(Call& call, Store& store, const p::Schema& schema) {
     const bool writes = call.route->writes;
     if (writes) {
         if (auto st = store.savepoint(); !st) {
-            call.outcome = error_reply(
-                api::internal_error("the server's store failed (savepoint): " + st.error().message));
+            call.outcome = error_reply(api::internal_error(
+                "the server's store failed (savepoint): " + st.error().message));
             return false;
         }
     }
@@ -624,9 +641,9 @@ void HttpApi::Impl::finish(const std::shared_ptr<Call>& call,
             std::holds_alternative<HttpResponse>(*call->outcome)) {
             done(std::get<HttpResponse>(std::move(*call->outcome)));  // read-only: still valid
         } else {
-            done(error_reply(api::internal_error(
-                "the server's store failed to commit; nothing was changed: " +
-                committed.error().message)));
+            done(error_reply(
+                api::internal_error("the server's store failed to commit; nothing was changed: " +
+                                    committed.error().message)));
         }
         return;
     }
@@ -682,7 +699,8 @@ Scope HttpApi::Impl::scope_of(Store& store, const User& u) {
 
 void HttpApi::Impl::authenticate(Call& call) {
     std::string_view h = call.request.authorization;
-    while (!h.empty() && h.front() == ' ') h.remove_prefix(1);
+    while (!h.empty() && h.front() == ' ')
+        h.remove_prefix(1);
     if (h.empty())
         throw api::unauthenticated(
             "missing Authorization header: send \"Authorization: Bearer <token>\" with a token "
@@ -692,19 +710,23 @@ void HttpApi::Impl::authenticate(Call& call) {
         throw api::unauthenticated(
             "the Authorization header must be \"Bearer <token>\" (a token from POST /api/login)");
     std::string_view token = h.substr(scheme.size());
-    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-    while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+    while (!token.empty() && token.front() == ' ')
+        token.remove_prefix(1);
+    while (!token.empty() && token.back() == ' ')
+        token.remove_suffix(1);
     if (token.empty() || token.size() > 512)
         throw api::unauthenticated("the bearer token is empty or too long; log in again");
     Store& store = *call.store;
     call.token_hash = token_hash(token);
     auto t = checked(store.token(call.token_hash), "token");
     if (!t)
-        throw api::unauthenticated("the token is not valid (unknown to this server); log in again "
-                                   "with POST /api/login");
+        throw api::unauthenticated(
+            "the token is not valid (unknown to this server); log in again "
+            "with POST /api/login");
     if (t->revoked)
-        throw api::unauthenticated("the token was revoked (logged out, password changed or "
-                                   "account disabled); log in again");
+        throw api::unauthenticated(
+            "the token was revoked (logged out, password changed or "
+            "account disabled); log in again");
     if (t->expires_at_ms <= call.now)
         throw api::unauthenticated("the token expired at " + iso(t->expires_at_ms) +
                                    "; log in again");
@@ -736,7 +758,6 @@ const std::string& HttpApi::Impl::dummy_hash() {
     });
     return m_dummy_hash;
 }
-
 
 // ===============================================================================================
 // Sessions
@@ -795,9 +816,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::login(Call& c) {
     t.expires_at_ms = c.now + m_options.token_lifetime_ms;
     checked(c.store->put_token(t), "put_token");
     c.wrote = true;
-    return json_reply(json::object{{"token", token},
-                                   {"expires_at", iso(t.expires_at_ms)},
-                                   {"user", user_json(*user, false)}});
+    return json_reply(json::object{
+        {"token", token}, {"expires_at", iso(t.expires_at_ms)}, {"user", user_json(*user, false)}});
 }
 
 HttpApi::Impl::Outcome HttpApi::Impl::logout(Call& c) {
@@ -822,7 +842,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::list_areas(Call& c) {
     api::Query q(c.target.query);
     q.check_unknown();
     json::array out;
-    for (const auto& a : checked(c.store->list_areas(), "list_areas")) out.push_back(area_json(a));
+    for (const auto& a : checked(c.store->list_areas(), "list_areas"))
+        out.push_back(area_json(a));
     return json_reply(json::object{{"areas", std::move(out)}});
 }
 
@@ -873,35 +894,45 @@ HttpApi::Impl::Outcome HttpApi::Impl::put_area(Call& c) {
         known.insert(x.code);
         if (x.code == a.code) exists = true;
     }
-    if (auto why = area_problem(a, known); !why.empty()) throw api::validation_error("body: " + why);
+    if (auto why = area_problem(a, known); !why.empty())
+        throw api::validation_error("body: " + why);
     checked(c.store->put_area(a), "put_area");
     c.wrote = true;
-    return json_reply(json::object{{"area", area_json(a)}, {"created", !exists}}, exists ? 200 : 201);
+    return json_reply(json::object{{"area", area_json(a)}, {"created", !exists}},
+                      exists ? 200 : 201);
 }
 
 HttpApi::Impl::Outcome HttpApi::Impl::import_areas(Call& c) {
     std::string ct = lower_ascii(c.request.content_type);
     if (auto semi = ct.find(';'); semi != std::string::npos) ct = ct.substr(0, semi);
-    while (!ct.empty() && ct.back() == ' ') ct.pop_back();
+    while (!ct.empty() && ct.back() == ' ')
+        ct.pop_back();
     if (!ct.empty() && ct != "text/csv" && ct != "text/plain" && ct != "application/csv") {
         ApiError e;
         e.status = 415;
         e.code = "unsupported_media_type";
-        e.message = "POST /api/areas/import takes a text/csv body (code,parent,level,name_en,"
-                    "name_zh), not " + c.request.content_type;
+        e.message =
+            "POST /api/areas/import takes a text/csv body (code,parent,level,name_en,"
+            "name_zh), not " +
+            c.request.content_type;
         throw e;
     }
-    if (!p::is_valid_utf8(c.request.body)) throw api::bad_request("body: the CSV is not UTF-8 text");
+    if (!p::is_valid_utf8(c.request.body))
+        throw api::bad_request("body: the CSV is not UTF-8 text");
     auto rows = csv::parse(c.request.body);
     if (!rows) throw api::validation_error("body: " + rows.error().message);
-    if (rows->empty()) throw api::validation_error("body: empty; expected the header row "
-                                                   "code,parent,level,name_en,name_zh");
+    if (rows->empty())
+        throw api::validation_error(
+            "body: empty; expected the header row "
+            "code,parent,level,name_en,name_zh");
     const std::vector<std::string> header = {"code", "parent", "level", "name_en", "name_zh"};
     {
         std::vector<std::string> got;
         for (auto f : rows->front().fields) {
-            while (!f.empty() && f.back() == ' ') f.pop_back();
-            while (!f.empty() && f.front() == ' ') f.erase(0, 1);
+            while (!f.empty() && f.back() == ' ')
+                f.pop_back();
+            while (!f.empty() && f.front() == ' ')
+                f.erase(0, 1);
             got.push_back(lower_ascii(f));
         }
         if (got != header)
@@ -909,7 +940,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::import_areas(Call& c) {
                                         ": the header must be code,parent,level,name_en,name_zh");
     }
     std::set<std::string> known;
-    for (const auto& x : checked(c.store->list_areas(), "list_areas")) known.insert(x.code);
+    for (const auto& x : checked(c.store->list_areas(), "list_areas"))
+        known.insert(x.code);
     const std::set<std::string> stored = known;
     std::map<std::string, std::size_t> seen;  // code -> line
     std::vector<std::pair<std::size_t, Area>> areas;
@@ -948,9 +980,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::import_areas(Call& c) {
         if (!stored.count(a.code)) ++created;
     }
     c.wrote = !areas.empty();
-    return json_reply(json::object{{"imported", areas.size()},
-                                   {"created", created},
-                                   {"updated", areas.size() - created}});
+    return json_reply(json::object{
+        {"imported", areas.size()}, {"created", created}, {"updated", areas.size() - created}});
 }
 
 // ===============================================================================================
@@ -961,7 +992,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::list_users(Call& c) {
     api::Query q(c.target.query);
     q.check_unknown();
     json::array out;
-    for (const auto& u : checked(c.store->list_users(), "list_users")) out.push_back(user_json(u, true));
+    for (const auto& u : checked(c.store->list_users(), "list_users"))
+        out.push_back(user_json(u, true));
     return json_reply(json::object{{"users", std::move(out)}});
 }
 
@@ -969,7 +1001,8 @@ std::vector<std::string> HttpApi::Impl::check_areas_exist(Call& c,
                                                           const std::vector<std::string>& areas,
                                                           const std::string& where) {
     std::set<std::string> known;
-    for (const auto& a : checked(c.store->list_areas(), "list_areas")) known.insert(a.code);
+    for (const auto& a : checked(c.store->list_areas(), "list_areas"))
+        known.insert(a.code);
     std::vector<std::string> out;
     for (std::size_t i = 0; i < areas.size(); ++i) {
         const std::string at = where + "[" + std::to_string(i) + "]";
@@ -989,19 +1022,20 @@ void HttpApi::Impl::check_new_password(const std::string& pw, const std::string&
         throw api::validation_error(where + ": at least " + std::to_string(min_password_chars) +
                                     " characters are required");
     if (pw.size() > max_password_bytes)
-        throw api::validation_error(where + ": longer than " +
-                                    std::to_string(max_password_bytes) + " bytes");
+        throw api::validation_error(where + ": longer than " + std::to_string(max_password_bytes) +
+                                    " bytes");
 }
 
 namespace {
 
 void check_user_name(const std::string& name) {
     const bool ok = !name.empty() && name.size() <= 64 &&
-                    std::all_of(name.begin(), name.end(), [](char ch) {
-                        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                               (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-' ||
-                               ch == '@';
-                    }) &&
+                    std::all_of(name.begin(), name.end(),
+                                [](char ch) {
+                                    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                                           (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+                                           ch == '-' || ch == '@';
+                                }) &&
                     name.front() != '.' && name.front() != '-';
     if (!ok)
         throw api::validation_error("body.name: \"" + name +
@@ -1075,10 +1109,12 @@ HttpApi::Impl::Outcome HttpApi::Impl::update_user(Call& c) {
     if (areas) u.areas = check_areas_exist(c, *areas, "body.areas");
     if (disabled) u.disabled = *disabled;
     if (u.id == c.user->id && (u.disabled || u.role != Role::admin))
-        throw api::conflict("conflict", "you cannot disable your own account or take away your "
-                                        "own admin role; ask another administrator");
+        throw api::conflict("conflict",
+                            "you cannot disable your own account or take away your "
+                            "own admin role; ask another administrator");
     checked(c.store->update_user(u), "update_user");
-    if (u.disabled && !found->disabled) checked(c.store->revoke_user_tokens(u.id), "revoke_user_tokens");
+    if (u.disabled && !found->disabled)
+        checked(c.store->revoke_user_tokens(u.id), "revoke_user_tokens");
     m_worker.user_changed(u.name);  // open sync sessions end or re-bootstrap after the commit
     c.wrote = true;
     return json_reply(json::object{{"user", user_json(u, true)}});
@@ -1101,7 +1137,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::set_password(Call& c) {
         if (old_password)
             throw api::bad_request("body.old_password: only for changing your own password");
         if (!c.work_result) {
-            return NeedWork{"", [password, iterations] { return hash_password(password, iterations); }};
+            return NeedWork{"",
+                            [password, iterations] { return hash_password(password, iterations); }};
         }
     } else {
         if (!old_password)
@@ -1139,10 +1176,9 @@ HttpApi::Impl::Outcome HttpApi::Impl::set_password(Call& c) {
     checked(c.store->revoke_user_tokens(u.id), "revoke_user_tokens");
     m_worker.user_changed(u.name);  // its open sync sessions end after the commit
     c.wrote = true;
-    return json_reply(json::object{{"user", u.name}, {"password_changed", true},
-                                   {"sessions_revoked", true}});
+    return json_reply(
+        json::object{{"user", u.name}, {"password_changed", true}, {"sessions_revoked", true}});
 }
-
 
 // ===============================================================================================
 // Records
@@ -1153,7 +1189,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::list_records(Call& c) {
     api::Query q(c.target.query);
     const std::string collection = q.get("collection").value_or("");
     const p::CollectionDef* coll =
-        collection.empty() ? nullptr : &collection_param(schema, collection, "query parameter collection");
+        collection.empty() ? nullptr
+                           : &collection_param(schema, collection, "query parameter collection");
     const std::string area = area_param(q);
     const std::string text = lower_ascii(q.get("q").value_or(""));
     std::vector<FieldFilter> filters;
@@ -1166,7 +1203,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::list_records(Call& c) {
             throw api::bad_request("query parameter field." + name + ": no field named \"" + name +
                                    "\" in collection " + coll->name);
         if (def->type == p::FieldType::geo)
-            throw api::bad_request("query parameter field." + name + ": geo fields cannot be filtered");
+            throw api::bad_request("query parameter field." + name +
+                                   ": geo fields cannot be filtered");
         if (!value.empty()) {
             if (def->type == p::FieldType::enumeration || def->type == p::FieldType::multi) {
                 if (!def->find_value(value))
@@ -1251,8 +1289,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::get_record(Call& c) {
     auto [row, state] = record_in_scope(c, c.params[0], c.params[1]);
     json::object out = record_json(state, row);
     json::array history;
-    for (const auto& a : checked(c.store->audit_for(row.collection, row.id, history_entries),
-                                 "audit_for")) {
+    for (const auto& a :
+         checked(c.store->audit_for(row.collection, row.id, history_entries), "audit_for")) {
         history.push_back(json::object{{"seq", a.seq},
                                        {"at", iso(a.at_ms)},
                                        {"user", a.user},
@@ -1278,11 +1316,13 @@ RecordChangeResult HttpApi::Impl::store_change(Call& c, const p::RecordState* be
     change.resolution_json = std::move(resolution_json);
     change.at_ms = c.now;
     change.scope = &c.scope;
-    auto r = write_record_change(*c.store, *c.schema, change,
-                                 [this](std::string area) { m_worker.touch_area(std::move(area)); });
+    auto r = write_record_change(*c.store, *c.schema, change, [this](std::string area) {
+        m_worker.touch_area(std::move(area));
+    });
     if (!r) {
         const auto code = static_cast<p::protocol_errc>(r.error().code.value());
-        if (code == p::protocol_errc::validation_failed) throw api::validation_error(r.error().message);
+        if (code == p::protocol_errc::validation_failed)
+            throw api::validation_error(r.error().message);
         if (code == p::protocol_errc::forbidden) throw api::forbidden(r.error().message);
         throw api::internal_error("the server's store failed: " + r.error().message);
     }
@@ -1320,8 +1360,9 @@ HttpApi::Impl::Outcome HttpApi::Impl::put_record(Call& c) {
                                 "another): settle it first (\"_deleted\": true or false, or "
                                 "POST /api/conflicts/{id}/resolve)");
     if (state.is_deleted() && !deletion_conflict && set_deleted.value_or(true))
-        throw api::conflict("deleted", "record " + row.collection + "/" + row.id.to_string() +
-                                           " is deleted; include \"_deleted\": false to restore it");
+        throw api::conflict("deleted",
+                            "record " + row.collection + "/" + row.id.to_string() +
+                                " is deleted; include \"_deleted\": false to restore it");
 
     p::RecordState next = state;
     p::Update update(next, m_worker.server_replica(), m_worker.clock().tick(), c.user->name);
@@ -1353,22 +1394,26 @@ HttpApi::Impl::Outcome HttpApi::Impl::put_record(Call& c) {
                         throw api::bad_request(at + ": expected an array of codes, got " +
                                                std::string(api::json_kind(arr)));
                     std::vector<p::Value> out;
-                    for (const auto& e : arr.get_array()) out.push_back(field_value(schema, coll, *def, e));
+                    for (const auto& e : arr.get_array())
+                        out.push_back(field_value(schema, coll, *def, e));
                     return out;
                 };
                 if (jv.is_array()) {
                     add = elements(jv, where);
                     if (auto v = state.view(name))
                         for (const auto& e : v->elements)
-                            if (std::find(add.begin(), add.end(), e) == add.end()) remove.push_back(e);
+                            if (std::find(add.begin(), add.end(), e) == add.end())
+                                remove.push_back(e);
                 } else if (jv.is_object()) {
                     api::ObjectReader ops(jv, where);
                     if (const auto* a = ops.value("add")) add = elements(*a, where + ".add");
-                    if (const auto* r = ops.value("remove")) remove = elements(*r, where + ".remove");
+                    if (const auto* r = ops.value("remove"))
+                        remove = elements(*r, where + ".remove");
                     ops.check_unknown();
                 } else {
-                    throw api::bad_request(where + ": expected an array of codes or {\"add\": [...], "
-                                                   "\"remove\": [...]}, got " +
+                    throw api::bad_request(where +
+                                           ": expected an array of codes or {\"add\": [...], "
+                                           "\"remove\": [...]}, got " +
                                            std::string(api::json_kind(jv)));
                 }
                 for (const auto& e : remove)
@@ -1394,14 +1439,15 @@ HttpApi::Impl::Outcome HttpApi::Impl::put_record(Call& c) {
     }
     if (set_deleted.value_or(false)) update.mark_deleted();
     json::object resolution;
-    for (const auto& kv : fields.object()) resolution[kv.key()] = kv.value();
-    store_change(c, &state, row.area, next, "settled by " + c.user->name + "'s edit through the API",
+    for (const auto& kv : fields.object())
+        resolution[kv.key()] = kv.value();
+    store_change(c, &state, row.area, next,
+                 "settled by " + c.user->name + "'s edit through the API",
                  p::json_text(resolution));
     auto stored = checked(c.store->get_record(row.collection, row.id), "get_record");
     if (!stored) throw api::internal_error("the record vanished while it was being written");
     return json_reply(record_json(next, *stored));
 }
-
 
 // ===============================================================================================
 // Conflicts
@@ -1458,14 +1504,16 @@ HttpApi::Impl::Outcome HttpApi::Impl::list_conflicts(Call& c) {
     for (std::size_t i = offset; i < all.size() && i < offset + limit; ++i)
         page.push_back(conflict_json(all[i]));
     json::object villages, fields;
-    for (const auto& [k, n] : by_village) villages[k] = n;
-    for (const auto& [k, n] : by_field) fields[k] = n;
-    return json_reply(json::object{
-        {"conflicts", std::move(page)},
-        {"total", all.size()},
-        {"offset", offset},
-        {"limit", limit},
-        {"counts", json::object{{"by_village", std::move(villages)}, {"by_field", std::move(fields)}}}});
+    for (const auto& [k, n] : by_village)
+        villages[k] = n;
+    for (const auto& [k, n] : by_field)
+        fields[k] = n;
+    return json_reply(json::object{{"conflicts", std::move(page)},
+                                   {"total", all.size()},
+                                   {"offset", offset},
+                                   {"limit", limit},
+                                   {"counts", json::object{{"by_village", std::move(villages)},
+                                                           {"by_field", std::move(fields)}}}});
 }
 
 namespace {
@@ -1527,11 +1575,13 @@ HttpApi::Impl::Outcome HttpApi::Impl::get_conflict(Call& c) {
                            {"at", p::iso8601_utc(e.ts.wall_ms())}};
             if (e.dot.replica == m_worker.server_replica()) {
                 v["device"] = "api";
-            } else if (auto d = checked(store.device_by_replica(e.dot.replica), "device_by_replica")) {
+            } else if (auto d =
+                           checked(store.device_by_replica(e.dot.replica), "device_by_replica")) {
                 v["device"] = d->id;
                 v["app_version"] = d->app_version;
             }
-            if (gps && gps->dot.replica == e.dot.replica && std::holds_alternative<p::GeoPoint>(gps->value))
+            if (gps && gps->dot.replica == e.dot.replica &&
+                std::holds_alternative<p::GeoPoint>(gps->value))
                 v["gps"] = value_json(gps->value);
             values.push_back(std::move(v));
         }
@@ -1555,7 +1605,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::get_conflict(Call& c) {
             rq.collection = vc->name;
             rq.scope = narrowed(c.scope, row->area);
             rq.limit = export_page;
-            for (std::size_t scanned = 0; scanned < max_visits_scanned && !rq.scope.areas.empty();) {
+            for (std::size_t scanned = 0;
+                 scanned < max_visits_scanned && !rq.scope.areas.empty();) {
                 auto rows = checked(store.query_records(rq), "query_records");
                 for (const auto& r : rows) {
                     p::RecordState v = decode_row(r);
@@ -1565,7 +1616,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::get_conflict(Call& c) {
                     if (when)
                         if (auto w = v.view(when->name)) sort_key = value_text(w->value);
                     char seq[24];
-                    std::snprintf(seq, sizeof seq, "%020llu", static_cast<unsigned long long>(r.seq));
+                    std::snprintf(seq, sizeof seq, "%020llu",
+                                  static_cast<unsigned long long>(r.seq));
                     found.emplace_back(sort_key + "|" + seq, record_json(v, r));
                 }
                 if (rows.size() < rq.limit) break;
@@ -1592,10 +1644,12 @@ HttpApi::Impl::Outcome HttpApi::Impl::resolve_conflict(Call& c) {
     const std::string note = body.opt_string("note").value_or("");
     body.check_unknown();
     if ((value != nullptr) == choice.has_value())
-        throw api::bad_request("body: give exactly one of \"value\" (the settled value) or "
-                               "\"choice\" (an index into the conflict's values)");
+        throw api::bad_request(
+            "body: give exactly one of \"value\" (the settled value) or "
+            "\"choice\" (an index into the conflict's values)");
     if (api::utf8_length(note) > max_note_chars)
-        throw api::bad_request("body.note: at most " + std::to_string(max_note_chars) + " characters");
+        throw api::bad_request("body.note: at most " + std::to_string(max_note_chars) +
+                               " characters");
 
     Store& store = *c.store;
     const p::Schema& schema = *c.schema;
@@ -1604,9 +1658,9 @@ HttpApi::Impl::Outcome HttpApi::Impl::resolve_conflict(Call& c) {
     if (!conflict || !c.scope.covers(conflict->area))
         throw api::not_found("no conflict " + c.params[0] + " in your areas");
     if (!conflict->open)
-        throw api::conflict("already_resolved", "conflict " + c.params[0] + " was already resolved by " +
-                                                    conflict->resolved_by + " at " +
-                                                    iso(conflict->resolved_at_ms));
+        throw api::conflict("already_resolved",
+                            "conflict " + c.params[0] + " was already resolved by " +
+                                conflict->resolved_by + " at " + iso(conflict->resolved_at_ms));
     auto row = checked(store.get_record(conflict->collection, conflict->record), "get_record");
     if (!row || !c.scope.covers(row->area))
         throw api::not_found("no conflict " + c.params[0] + " in your areas");
@@ -1638,8 +1692,10 @@ HttpApi::Impl::Outcome HttpApi::Impl::resolve_conflict(Call& c) {
         if (def) chosen = field_value(schema, *coll, *def, value_json(chosen));
     } else if (is_deletion) {
         if (!value->is_bool())
-            throw api::bad_request("body.value: expected true (delete) or false (keep) for the "
-                                   "_deleted field, got " + std::string(api::json_kind(*value)));
+            throw api::bad_request(
+                "body.value: expected true (delete) or false (keep) for the "
+                "_deleted field, got " +
+                std::string(api::json_kind(*value)));
         chosen = value->get_bool();
     } else {
         chosen = field_value(schema, *coll, *def, *value);
@@ -1658,8 +1714,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::resolve_conflict(Call& c) {
     auto after = checked(store.get_conflict(id), "get_conflict");
     auto stored = checked(store.get_record(conflict->collection, conflict->record), "get_record");
     if (!after || !stored) throw api::internal_error("the conflict vanished while it was resolved");
-    return json_reply(json::object{{"conflict", conflict_json(*after)},
-                                   {"record", record_json(next, *stored)}});
+    return json_reply(
+        json::object{{"conflict", conflict_json(*after)}, {"record", record_json(next, *stored)}});
 }
 
 // ===============================================================================================
@@ -1671,7 +1727,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::list_devices(Call& c) {
     q.check_unknown();
     Store& store = *c.store;
     std::map<std::int64_t, User> users;
-    for (auto& u : checked(store.list_users(), "list_users")) users.emplace(u.id, std::move(u));
+    for (auto& u : checked(store.list_users(), "list_users"))
+        users.emplace(u.id, std::move(u));
     std::map<std::int64_t, std::size_t> open_by_user;
     ConflictFilter open_filter;
     open_filter.open = true;
@@ -1710,7 +1767,6 @@ HttpApi::Impl::Outcome HttpApi::Impl::list_devices(Call& c) {
     return json_reply(json::object{{"devices", std::move(out)},
                                    {"last_seq", checked(store.last_seq(), "last_seq")}});
 }
-
 
 // ===============================================================================================
 // Export (streamed)
@@ -1774,7 +1830,8 @@ private:
             if (m_spec.csv) {
                 if (m_spec.bom) out += "\xEF\xBB\xBF";
                 std::vector<std::string> cells = {"id", "area", "deleted"};
-                for (const auto& f : m_spec.columns) cells.push_back(f.name);
+                for (const auto& f : m_spec.columns)
+                    cells.push_back(f.name);
                 cells.emplace_back("_conflicts");
                 csv::append_row(out, cells);
             }
@@ -1821,7 +1878,8 @@ private:
         cells.push_back(row.id.to_string());
         cells.push_back(row.area);
         cells.emplace_back(s.is_deleted() ? "true" : "false");
-        for (const auto& f : m_spec.columns) cells.push_back(csv_cell(s.view(f.name)));
+        for (const auto& f : m_spec.columns)
+            cells.push_back(csv_cell(s.view(f.name)));
         cells.push_back(join(s.conflicts(), ";"));
         csv::append_row(out, cells);
     }
@@ -1842,7 +1900,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::export_records(Call& c) {
     api::Query q(c.target.query);
     ExportSource::Spec spec;
     spec.collection = q.get("collection").value_or("households");
-    const p::CollectionDef& coll = collection_param(*c.schema, spec.collection, "query parameter collection");
+    const p::CollectionDef& coll =
+        collection_param(*c.schema, spec.collection, "query parameter collection");
     const std::string format = q.get("format").value_or("csv");
     if (format != "csv" && format != "jsonl")
         throw api::bad_request("query parameter format: \"" + format + "\" is not csv or jsonl");
@@ -1856,8 +1915,9 @@ HttpApi::Impl::Outcome HttpApi::Impl::export_records(Call& c) {
     HttpResponse r;
     r.content_type = spec.csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
     const std::string date = civil_date(c.now / day_ms);
-    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + spec.collection + "-" +
-                                                      date + (spec.csv ? ".csv" : ".jsonl") + "\"");
+    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + spec.collection +
+                                                      "-" + date + (spec.csv ? ".csv" : ".jsonl") +
+                                                      "\"");
     r.stream = std::make_shared<ExportSource>(shared_from_this(), std::move(spec));
     return r;
 }
@@ -1870,7 +1930,8 @@ namespace {
 
 json::array problems_json(const std::vector<p::SchemaProblem>& problems) {
     json::array a;
-    for (const auto& pr : problems) a.push_back(json::object{{"where", pr.where}, {"message", pr.message}});
+    for (const auto& pr : problems)
+        a.push_back(json::object{{"where", pr.where}, {"message", pr.message}});
     return a;
 }
 
@@ -1901,9 +1962,9 @@ HttpApi::Impl::Outcome HttpApi::Impl::put_schema(Call& c) {
     if (!loaded) throw api::validation_error(loaded.error().message);
     p::Schema schema = std::move(*loaded);
     if (auto st = schema.check_upgrade_from(current); !st) {
-        ApiError e = api::conflict("incompatible_schema",
-                                   "the schema cannot replace version " +
-                                       std::to_string(current.version()) + ": " + st.error().message);
+        ApiError e = api::conflict("incompatible_schema", "the schema cannot replace version " +
+                                                              std::to_string(current.version()) +
+                                                              ": " + st.error().message);
         json::array lines;
         std::string_view msg = st.error().message;
         while (!msg.empty()) {
@@ -1942,7 +2003,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::overview(Call& c) {
     Store& store = *c.store;
     const p::Schema& schema = *c.schema;
     std::map<std::string, std::pair<std::string, std::string>> names;
-    for (const auto& a : checked(store.list_areas(), "list_areas")) names[a.code] = {a.name_en, a.name_zh};
+    for (const auto& a : checked(store.list_areas(), "list_areas"))
+        names[a.code] = {a.name_en, a.name_zh};
 
     // Households by poverty status per village.
     json::array statuses;
@@ -1951,7 +2013,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::overview(Call& c) {
     const p::FieldDef* status_def = schema.find_field("households", "poverty_status");
     if (status_def && !scope.areas.empty()) {
         std::vector<std::string> codes;
-        for (const auto& v : status_def->values) codes.push_back(v.code);
+        for (const auto& v : status_def->values)
+            codes.push_back(v.code);
         codes.emplace_back("unknown");
         std::map<std::string, std::map<std::string, std::size_t>> counts;
         auto st = store.for_each_record(scope, "households", [&](const StoredRecord& r) {
@@ -1977,12 +2040,12 @@ HttpApi::Impl::Outcome HttpApi::Impl::overview(Call& c) {
                 total += n;
             }
             auto nm = names.find(area);
-            villages.push_back(json::object{
-                {"area", area},
-                {"name_en", nm == names.end() ? std::string() : nm->second.first},
-                {"name_zh", nm == names.end() ? std::string() : nm->second.second},
-                {"counts", std::move(o)},
-                {"total", total}});
+            villages.push_back(
+                json::object{{"area", area},
+                             {"name_en", nm == names.end() ? std::string() : nm->second.first},
+                             {"name_zh", nm == names.end() ? std::string() : nm->second.second},
+                             {"counts", std::move(o)},
+                             {"total", total}});
         }
         for (const auto& code : codes) {
             statuses.emplace_back(code);
@@ -1993,7 +2056,8 @@ HttpApi::Impl::Outcome HttpApi::Impl::overview(Call& c) {
     // Visits per day over the last 60 days (UTC), today included.
     const std::int64_t today = c.now / day_ms;
     std::map<std::string, std::size_t> per_day;
-    for (int i = overview_days - 1; i >= 0; --i) per_day[civil_date(today - i)] = 0;
+    for (int i = overview_days - 1; i >= 0; --i)
+        per_day[civil_date(today - i)] = 0;
     std::size_t visits_total = 0;
     const p::CollectionDef* vc = schema.find("visits");
     const p::FieldDef* when = nullptr;
@@ -2022,14 +2086,15 @@ HttpApi::Impl::Outcome HttpApi::Impl::overview(Call& c) {
         checked(st, "for_each_record");
     }
     json::array days;
-    for (const auto& [date, n] : per_day) days.push_back(json::object{{"date", date}, {"count", n}});
+    for (const auto& [date, n] : per_day)
+        days.push_back(json::object{{"date", date}, {"count", n}});
 
-    return json_reply(json::object{
-        {"scope", string_array(scope.areas)},
-        {"households", json::object{{"statuses", std::move(statuses)},
-                                    {"villages", std::move(villages)},
-                                    {"totals", std::move(totals)}}},
-        {"visits", json::object{{"days", std::move(days)}, {"total", visits_total}}}});
+    return json_reply(
+        json::object{{"scope", string_array(scope.areas)},
+                     {"households", json::object{{"statuses", std::move(statuses)},
+                                                 {"villages", std::move(villages)},
+                                                 {"totals", std::move(totals)}}},
+                     {"visits", json::object{{"days", std::move(days)}, {"total", visits_total}}}});
 }
 
 // ===============================================================================================

@@ -167,10 +167,11 @@ int main(int argc, char** argv) {
     auto* o_demo = app.add_flag("--demo", demo,
                                 "on a new (empty) store, seed the demo areas and accounts and "
                                 "print their passwords (kept in <data-dir>/demo-credentials.txt)");
-    auto* o_console = app.add_option("--console-dir", console_dir,
-                                     "folder of the supervisor console's static files, served "
-                                     "under /console/ (default: <prefix>/share/fieldsync/console when installed, "
-                                     "else the source tree's console/)");
+    auto* o_console =
+        app.add_option("--console-dir", console_dir,
+                       "folder of the supervisor console's static files, served "
+                       "under /console/ (default: <prefix>/share/fieldsync/console when installed, "
+                       "else the source tree's console/)");
     auto* o_schema = app.add_option("--schema", schema_file,
                                     "survey schema (JSON) to publish at start when newer than the "
                                     "stored one (default: the stored schema; on a new store, the "

@@ -33,7 +33,8 @@ std::string change_summary_json(const p::RecordState* before, const p::RecordSta
         if (!v) continue;
         if (v->rule == p::MergeRule::set) {
             json::array elements;
-            for (const auto& e : v->elements) elements.push_back(json::parse(p::value_to_json(e)));
+            for (const auto& e : v->elements)
+                elements.push_back(json::parse(p::value_to_json(e)));
             fields[name] = std::move(elements);
         } else {
             fields[name] = json::parse(p::value_to_json(v->value));

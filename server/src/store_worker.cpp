@@ -35,7 +35,9 @@ StoreWorker::StoreWorker(std::unique_ptr<Store> writer, protocol::Schema schema,
     m_thread = std::thread([this] { run(); });
 }
 
-StoreWorker::~StoreWorker() { stop(); }
+StoreWorker::~StoreWorker() {
+    stop();
+}
 
 void StoreWorker::stop() {
     {
@@ -137,11 +139,13 @@ void StoreWorker::run() {
             if (items.empty() && opening.empty() && closing.empty() && m_stopping) return;
         }
         for (auto& [id, o] : opening) {
-            m_sessions.emplace(id, SessionSlot{std::make_unique<SyncSession>(m_ctx, std::move(o.first)),
-                                               std::move(o.second)});
+            m_sessions.emplace(id,
+                               SessionSlot{std::make_unique<SyncSession>(m_ctx, std::move(o.first)),
+                                           std::move(o.second)});
         }
         if (!items.empty()) run_group(items);
-        for (SessionId id : closing) m_sessions.erase(id);
+        for (SessionId id : closing)
+            m_sessions.erase(id);
     }
 }
 
@@ -188,9 +192,10 @@ void StoreWorker::run_group(std::vector<Item>& items) {
     if (begun) {
         const auto t0 = std::chrono::steady_clock::now();
         committed = m_store->commit();
-        m_stats.commit_us_total += static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
-                .count());
+        m_stats.commit_us_total +=
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                           std::chrono::steady_clock::now() - t0)
+                                           .count());
         if (!committed) {
             m_store->rollback();
             m_stats.commits_failed++;

@@ -65,7 +65,8 @@ std::string scope_signature(const Scope& s) {
     std::vector<std::string> a = s.areas;
     std::sort(a.begin(), a.end());
     std::string out;
-    for (const auto& x : a) out += x + "\n";
+    for (const auto& x : a)
+        out += x + "\n";
     return out;
 }
 
@@ -95,7 +96,8 @@ std::string change_summary(const p::RecordState* before, const p::RecordState& a
         if (!v) continue;
         if (v->rule == p::MergeRule::set) {
             json::array elements;
-            for (const auto& e : v->elements) elements.push_back(json::parse(p::value_to_json(e)));
+            for (const auto& e : v->elements)
+                elements.push_back(json::parse(p::value_to_json(e)));
             fields[name] = std::move(elements);
         } else {
             fields[name] = json::parse(p::value_to_json(v->value));
@@ -130,9 +132,8 @@ void for_each_new_entry(const p::RecordState& pushed, const p::VersionVector& kn
 // does after a lost push_ack (SPEC.md §3.2 "Restamping"). Returns the problem, or nullopt.
 std::optional<std::string> rewritten_write(const p::RecordState* before,
                                            const p::RecordState& joined,
-                                           const p::VersionVector& known,
-                                           const p::ReplicaId& own, const std::string& user,
-                                           std::uint64_t max_wall_ms) {
+                                           const p::VersionVector& known, const p::ReplicaId& own,
+                                           const std::string& user, std::uint64_t max_wall_ms) {
     for (const auto& kv : joined.fields) {
         const std::string& name = kv.first;
         const p::FieldState& state = kv.second;
@@ -197,7 +198,8 @@ std::optional<std::string> rewritten_write(const p::RecordState* before,
                     if (replica == own) continue;
                     p::CounterState::Slot prev;
                     if (oc) {
-                        if (auto it = oc->slots.find(replica); it != oc->slots.end()) prev = it->second;
+                        if (auto it = oc->slots.find(replica); it != oc->slots.end())
+                            prev = it->second;
                     }
                     if (slot.inc > prev.inc || slot.dec > prev.dec)
                         return "field " + name + ": the state raises the count of replica " +
@@ -219,7 +221,8 @@ bool Scope::covers(std::string_view area) const noexcept {
     return false;
 }
 
-SyncSession::SyncSession(SyncContext& ctx, std::string peer) : m_ctx(ctx), m_peer(std::move(peer)) {}
+SyncSession::SyncSession(SyncContext& ctx, std::string peer)
+    : m_ctx(ctx), m_peer(std::move(peer)) {}
 
 SyncOutput SyncSession::handle(p::ByteView frame) {
     p::MessageLimits limits;
@@ -240,15 +243,16 @@ SyncOutput SyncSession::handle(p::ByteView frame) {
         return on_hello(*h);
     }
     if (!authenticated()) {
-        return error_reply(p::protocol_errc::unauthenticated,
-                           std::string(p::message_type(m)) +
-                               ": the first message of a session must be hello",
-                           true);
+        return error_reply(
+            p::protocol_errc::unauthenticated,
+            std::string(p::message_type(m)) + ": the first message of a session must be hello",
+            true);
     }
     if (auto* push = std::get_if<p::Push>(&m)) return on_push(*push);
     if (auto* pull = std::get_if<p::Pull>(&m)) return on_pull(*pull);
     if (std::holds_alternative<p::DigestRequest>(m)) return on_digest();
-    if (std::holds_alternative<p::ErrorMessage>(m)) return {};  // the device's complaint: logged by net
+    if (std::holds_alternative<p::ErrorMessage>(m))
+        return {};  // the device's complaint: logged by net
     return error_reply(p::protocol_errc::unexpected_message,
                        std::string(p::message_type(m)) + ": a client does not send this message",
                        false);
@@ -258,7 +262,9 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     Store& store = *m_ctx.store;
     const std::uint64_t now = m_ctx.now_ms();
     auto version = p::negotiate_version(h);  // SPEC.md §8.1
-    if (!version) return error_reply(p::protocol_errc::unsupported_version, "hello: " + version.error().message, true);
+    if (!version)
+        return error_reply(p::protocol_errc::unsupported_version,
+                           "hello: " + version.error().message, true);
     // Authenticate.
     std::optional<User> user;
     std::optional<std::string> new_token;
@@ -308,10 +314,9 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
         user = **u;
     }
     if (user->disabled) {
-        return error_reply(p::protocol_errc::unauthenticated,
-                           "hello.auth: the account " + user->name +
-                               " is disabled; ask an administrator",
-                           true);
+        return error_reply(
+            p::protocol_errc::unauthenticated,
+            "hello.auth: the account " + user->name + " is disabled; ask an administrator", true);
     }
     // Bind the device to its replica id.
     const std::string device_id = h.device.to_string();
@@ -433,9 +438,9 @@ SyncOutput SyncSession::on_push(const p::Push& push) {
             store.rollback_savepoint();
             if (result.error().code == p::protocol_errc::internal)
                 return store_failure(result.error());
-            ack.results.push_back(
-                p::ItemResult{false, p::to_string(static_cast<p::protocol_errc>(result.error().code.value())),
-                              result.error().message});
+            ack.results.push_back(p::ItemResult{
+                false, p::to_string(static_cast<p::protocol_errc>(result.error().code.value())),
+                result.error().message});
             if (m_ctx.stats) m_ctx.stats->items_rejected++;
             continue;
         }
@@ -501,9 +506,9 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
                       "area " + *area + " is outside your assigned areas");
     if (*stored) {
         if (!m_scope.covers((*stored)->area))
-            return reject(p::protocol_errc::forbidden, "the record belongs to area " +
-                                                           (*stored)->area +
-                                                           ", outside your assigned areas");
+            return reject(
+                p::protocol_errc::forbidden,
+                "the record belongs to area " + (*stored)->area + ", outside your assigned areas");
         auto decoded = p::decode_record((*stored)->state);
         if (!decoded)
             return Error{p::protocol_errc::internal,
@@ -518,7 +523,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
             return reject(p::protocol_errc::forbidden,
                           "the state carries writes of replica " + replica.to_string() +
                               " that the server has not seen; a device may only introduce "
-                              "writes of its own replica " + m_replica.to_string());
+                              "writes of its own replica " +
+                              m_replica.to_string());
         }
     }
     std::optional<p::Error> bad;
@@ -543,7 +549,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
 
     p::RecordState joined = before ? *before : rec;
     if (before) {
-        if (auto st = joined.join(rec); !st) return reject(p::protocol_errc::invalid_value, st.error().message);
+        if (auto st = joined.join(rec); !st)
+            return reject(p::protocol_errc::invalid_value, st.error().message);
     }
     if (auto why = rewritten_write(before ? &*before : nullptr, joined, known, m_replica,
                                    m_user->name, now + m_ctx.limits.max_clock_ahead_ms))
@@ -554,9 +561,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
     auto new_area = schema.area_of(joined);
     if (!new_area) return reject(p::protocol_errc::validation_failed, new_area.error().message);
     if (!m_scope.covers(*new_area))
-        return reject(p::protocol_errc::forbidden,
-                      "after merging, the record's area is " + *new_area +
-                          ", outside your assigned areas");
+        return reject(p::protocol_errc::forbidden, "after merging, the record's area is " +
+                                                       *new_area + ", outside your assigned areas");
     RecordWrite w;
     w.collection = joined.collection;
     w.id = joined.id;
@@ -576,7 +582,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
     a.collection = joined.collection;
     a.id = joined.id;
     a.summary = change_summary(before ? &*before : nullptr, joined);
-    if (auto st = store.append_audit(a); !st) return Error{p::protocol_errc::internal, st.error().message};
+    if (auto st = store.append_audit(a); !st)
+        return Error{p::protocol_errc::internal, st.error().message};
 
     if (auto st = reconcile(joined, *new_area, m_user->name, now); !st)
         return Error{p::protocol_errc::internal, st.error().message};
@@ -614,8 +621,8 @@ SyncOutput SyncSession::on_pull(const p::Pull& pull) {
                            false);
     }
     if (pull.since == 0) m_scope_settled = true;  // a full pull: the re-bootstrap is under way
-    const std::size_t limit = static_cast<std::size_t>(
-        std::clamp<std::uint64_t>(pull.limit, 1, m_ctx.limits.max_page));
+    const std::size_t limit =
+        static_cast<std::size_t>(std::clamp<std::uint64_t>(pull.limit, 1, m_ctx.limits.max_page));
     SyncOutput out;
     auto page = page_since(pull.since, limit, out, /*live=*/false);
     if (!page) return store_failure(page.error());
@@ -637,14 +644,15 @@ SyncOutput SyncSession::on_pull(const p::Pull& pull) {
 // Appends revoke (first: a record that moved out and back in must end present) and then
 // changes/notify frames for one page after `since`. Returns (next cursor, more).
 Result<std::pair<std::uint64_t, bool>> SyncSession::page_since(std::uint64_t since,
-                                                                std::size_t limit,
-                                                                SyncOutput& out, bool live) {
+                                                               std::size_t limit, SyncOutput& out,
+                                                               bool live) {
     auto page = m_ctx.store->changes(since, m_scope, limit);
     if (!page) return page.error();
     if (!page->moves_out.empty()) {
         p::Revoke rv;
         rv.cursor = page->next_cursor;
-        for (const auto& mv : page->moves_out) rv.records.push_back({mv.collection, mv.id});
+        for (const auto& mv : page->moves_out)
+            rv.records.push_back({mv.collection, mv.id});
         out.frames.push_back(p::encode_message(rv));
     }
     std::vector<p::ChangeItem> items;
@@ -653,8 +661,8 @@ Result<std::pair<std::uint64_t, bool>> SyncSession::page_since(std::uint64_t sin
         auto decoded = p::decode_record(r.state);
         if (!decoded)
             return Error{p::protocol_errc::internal, "stored state of " + r.collection + "/" +
-                                                         r.id.to_string() + " is corrupt: " +
-                                                         decoded.error().message};
+                                                         r.id.to_string() +
+                                                         " is corrupt: " + decoded.error().message};
         items.push_back(p::ChangeItem{r.seq, r.schema_version, std::move(*decoded)});
     }
     if (live) {

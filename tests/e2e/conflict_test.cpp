@@ -50,8 +50,9 @@ TEST_CASE("e2e: concurrent offline edits conflict, a supervisor resolves, both t
     b.init(server.url(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
 
     // A registers a household; both tablets hold it.
-    auto added = a.ok({"add", "household", "village=" + longhuqu, "head_name=Bater",
-                       "poverty_status=national_line", "members_count=4", "assistance=lambs_for_ewes"});
+    auto added =
+        a.ok({"add", "household", "village=" + longhuqu, "head_name=Bater",
+              "poverty_status=national_line", "members_count=4", "assistance=lambs_for_ewes"});
     const std::string id(added.at("id").as_string());
     a.sync();
     b.sync();
@@ -83,17 +84,20 @@ TEST_CASE("e2e: concurrent offline edits conflict, a supervisor resolves, both t
     }
     // The human form names the conflict too.
     {
-        auto r = run(dir.path(), bin("fieldsync-tablet"), {"--db", a.db().string(), "show", "households", id});
+        auto r = run(dir.path(), bin("fieldsync-tablet"),
+                     {"--db", a.db().string(), "show", "households", id});
         CHECK(r.rc == 0);
         CHECK(r.out.find("CONFLICT") != std::string::npos);
         CHECK(r.out.find("by supervisor-ejin-horo") != std::string::npos);
     }
 
     // The supervisor resolves it through the HTTP API.
-    const std::string token = api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
+    const std::string token =
+        api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
     const auto conflict = find_conflict(server.port(), token, id, "poverty_status");
-    auto resolved = http(server.port(), "POST", "/api/conflicts/" + std::to_string(conflict) + "/resolve",
-                         R"({"value": "marginal", "note": "checked on site"})", token);
+    auto resolved =
+        http(server.port(), "POST", "/api/conflicts/" + std::to_string(conflict) + "/resolve",
+             R"({"value": "marginal", "note": "checked on site"})", token);
     REQUIRE_MESSAGE(resolved.status == 200, resolved.body);
 
     // Both tablets converge on the resolved value, without a conflict.
@@ -120,7 +124,8 @@ TEST_CASE("e2e: a delete concurrent with an edit goes to the supervisor; both ta
     a.init(server.url(), "enumerator-longhuqu", server.password("enumerator-longhuqu"));
     b.init(server.url(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
 
-    auto added = a.ok({"add", "household", "village=" + longhuqu, "head_name=Altan", "poverty_status=dibao_line"});
+    auto added = a.ok({"add", "household", "village=" + longhuqu, "head_name=Altan",
+                       "poverty_status=dibao_line"});
     const std::string id(added.at("id").as_string());
     a.sync();
     b.sync();
@@ -138,10 +143,12 @@ TEST_CASE("e2e: a delete concurrent with an edit goes to the supervisor; both ta
     }
 
     // The supervisor keeps the household (value false for _deleted).
-    const std::string token = api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
+    const std::string token =
+        api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
     const auto conflict = find_conflict(server.port(), token, id, "_deleted");
-    auto resolved = http(server.port(), "POST", "/api/conflicts/" + std::to_string(conflict) + "/resolve",
-                         R"({"value": false, "note": "the family still lives there"})", token);
+    auto resolved =
+        http(server.port(), "POST", "/api/conflicts/" + std::to_string(conflict) + "/resolve",
+             R"({"value": false, "note": "the family still lives there"})", token);
     REQUIRE_MESSAGE(resolved.status == 200, resolved.body);
 
     a.sync();
@@ -195,11 +202,13 @@ TEST_CASE("e2e: tablet tool errors are clear and exit 1") {
     r = a.cmd({"add", "household", "colour=red"});
     CHECK(r.rc == 1);
     CHECK(r.err.find("no field named \"colour\"") != std::string::npos);
-    r = a.cmd({"add", "household", "village=" + longhuqu, "head_name=X", "poverty_status=marginal", "members_count=many"});
+    r = a.cmd({"add", "household", "village=" + longhuqu, "head_name=X", "poverty_status=marginal",
+               "members_count=many"});
     CHECK(r.rc == 1);
     CHECK(r.err.find("not an integer") != std::string::npos);
     // Outside the user's areas.
-    r = a.cmd({"add", "household", "village=ordos/hanggin/xini/shengli", "head_name=X", "poverty_status=marginal"});
+    r = a.cmd({"add", "household", "village=ordos/hanggin/xini/shengli", "head_name=X",
+               "poverty_status=marginal"});
     CHECK(r.rc == 1);
     CHECK(r.json().at("error").at("code").as_string() == "forbidden");
     // No such record; bad usage.
@@ -209,11 +218,11 @@ TEST_CASE("e2e: tablet tool errors are clear and exit 1") {
     CHECK(r.rc == 2);
 
     // Members and visits typed by the schema, listed with filters.
-    auto h = a.ok({"add", "household", "village=" + longhuqu, "head_name=Bater", "poverty_status=national_line",
-                   "gps=39.6087,109.7813"});
+    auto h = a.ok({"add", "household", "village=" + longhuqu, "head_name=Bater",
+                   "poverty_status=national_line", "gps=39.6087,109.7813"});
     const std::string hid(h.at("id").as_string());
-    a.ok({"add", "member", "village=" + longhuqu, "household=" + hid, "name=Bater", "relation_to_head=head",
-          "birth_date=1968-03-01", "sex=male"});
+    a.ok({"add", "member", "village=" + longhuqu, "household=" + hid, "name=Bater",
+          "relation_to_head=head", "birth_date=1968-03-01", "sex=male"});
     a.ok({"add", "visit", "village=" + longhuqu, "household=" + hid, "kind=identification",
           "visited_at=2017-09-10T09:34:39Z", "income_observed=3200"});
     CHECK(a.ok({"list", "members", "--where", "household=" + hid}).as_array().size() == 1);

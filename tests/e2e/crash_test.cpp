@@ -21,8 +21,8 @@ using namespace e2e;
 namespace {
 
 struct Journal {
-    std::map<long, std::string> committed;                  // n -> id
-    std::set<long> attempted;                               // creates begun
+    std::map<long, std::string> committed;                       // n -> id
+    std::set<long> attempted;                                    // creates begun
     std::map<long, std::vector<std::pair<long, bool>>> updates;  // n -> (value, committed) in order
     long last = 0;
 };
@@ -76,7 +76,8 @@ std::map<std::string, std::string> households(fieldsync::Replica& r) {
         REQUIRE(name);
         const auto* count = v.value("members_count");
         const std::string key = std::get<std::string>(*name);
-        const bool fresh = out.emplace(key, count ? std::to_string(std::get<std::int64_t>(*count)) : "-").second;
+        const bool fresh =
+            out.emplace(key, count ? std::to_string(std::get<std::int64_t>(*count)) : "-").second;
         CHECK_MESSAGE(fresh, "two records named " << key);
     }
     return out;
@@ -84,13 +85,15 @@ std::map<std::string, std::string> households(fieldsync::Replica& r) {
 
 }  // namespace
 
-TEST_CASE("e2e: SIGKILL while writing and syncing loses no committed write; each is uploaded once") {
+TEST_CASE(
+    "e2e: SIGKILL while writing and syncing loses no committed write; each is uploaded once") {
     if (!have_server()) {
         MESSAGE("fieldsync-server is not built; skipping");
         return;
     }
     const char* env_seed = std::getenv("FIELDSYNC_E2E_SEED");
-    const unsigned seed = env_seed ? static_cast<unsigned>(std::strtoul(env_seed, nullptr, 10)) : 20170910u;
+    const unsigned seed =
+        env_seed ? static_cast<unsigned>(std::strtoul(env_seed, nullptr, 10)) : 20170910u;
     MESSAGE("crash test seed " << seed << " (set FIELDSYNC_E2E_SEED to replay)");
     std::mt19937 random(seed);
     constexpr int kills = 20;
@@ -106,13 +109,16 @@ TEST_CASE("e2e: SIGKILL while writing and syncing loses no committed write; each
         CAPTURE(k);
         const auto out = dir.path() / ("writer-" + std::to_string(k) + ".out");
         Process child(bin("crash_writer"),
-                      {w.db().string(), std::to_string(next), server.url(), "enumerator-longhuqu"}, out,
-                      dir.path() / ("writer-" + std::to_string(k) + ".err"));
+                      {w.db().string(), std::to_string(next), server.url(), "enumerator-longhuqu"},
+                      out, dir.path() / ("writer-" + std::to_string(k) + ".err"));
         const auto deadline = std::chrono::steady_clock::now() + 10s;
-        while (read_file(out).find("ready") == std::string::npos && std::chrono::steady_clock::now() < deadline)
+        while (read_file(out).find("ready") == std::string::npos &&
+               std::chrono::steady_clock::now() < deadline)
             std::this_thread::sleep_for(2ms);
-        REQUIRE_MESSAGE(read_file(out).find("ready") != std::string::npos, "the writer did not start: " << child.err());
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(10, 400)(random)));
+        REQUIRE_MESSAGE(read_file(out).find("ready") != std::string::npos,
+                        "the writer did not start: " << child.err());
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(std::uniform_int_distribution<int>(10, 400)(random)));
         child.kill_now();
         const std::string text = read_file(out);
         REQUIRE_MESSAGE(text.find("error") == std::string::npos, text);
@@ -127,7 +133,8 @@ TEST_CASE("e2e: SIGKILL while writing and syncing loses no committed write; each
         const auto held = households(r);
         for (const auto& [n, id] : j.committed) {
             const std::string name = "w-" + std::to_string(n);
-            REQUIRE_MESSAGE(held.count(name), "committed household " << name << " is missing after kill " << k);
+            REQUIRE_MESSAGE(held.count(name),
+                            "committed household " << name << " is missing after kill " << k);
             auto got = r.get("households", fieldsync::protocol::RecordId::parse(id).value());
             REQUIRE(got.ok());
             CHECK(got->has_value());
@@ -147,7 +154,8 @@ TEST_CASE("e2e: SIGKILL while writing and syncing loses no committed write; each
                 allowed.insert(std::to_string(u->first));
                 if (u->second) break;  // the last committed one: nothing earlier may show
             }
-            if (std::none_of(ups.begin(), ups.end(), [](const auto& u) { return u.second; })) allowed.insert("-");
+            if (std::none_of(ups.begin(), ups.end(), [](const auto& u) { return u.second; }))
+                allowed.insert("-");
             CHECK_MESSAGE(allowed.count(it->second), "w-" << n << " members_count " << it->second);
         }
         // The outbox agrees with the records.
@@ -170,7 +178,9 @@ TEST_CASE("e2e: SIGKILL while writing and syncing loses no committed write; each
         REQUIRE(opened.ok());
         const auto pending = (*opened)->pending_count().value();
         const auto total = (*opened)->count("households").value();
-        MESSAGE((total - pending) << " of " << total << " households were uploaded by the writer before it was killed");
+        MESSAGE(
+            (total - pending) << " of " << total
+                              << " households were uploaded by the writer before it was killed");
         CHECK(pending < total);
     }
     // One more sync uploads the rest.
@@ -191,17 +201,20 @@ TEST_CASE("e2e: SIGKILL while writing and syncing loses no committed write; each
     for (const auto& rec : listed.as_array()) {
         const auto& fields = rec.at("fields").as_object();
         const std::string name(fields.at("head_name").as_string());
-        const std::string count = fields.contains("members_count") ? json::serialize(fields.at("members_count")) : "-";
+        const std::string count =
+            fields.contains("members_count") ? json::serialize(fields.at("members_count")) : "-";
         CHECK_MESSAGE(pulled.emplace(name, count).second, "the reader holds " << name << " twice");
     }
     CHECK(pulled == expected);
 
     // The server holds each exactly once (HTTP API, paged).
-    const std::string token = api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
+    const std::string token =
+        api_login(server.port(), "supervisor-ejin-horo", server.password("supervisor-ejin-horo"));
     std::multiset<std::string> on_server;
     std::string after;
     for (int page = 0; page < 1000; ++page) {
-        auto reply = http(server.port(), "GET", "/api/records?collection=households&limit=500" + after, "", token);
+        auto reply = http(server.port(), "GET",
+                          "/api/records?collection=households&limit=500" + after, "", token);
         REQUIRE_MESSAGE(reply.status == 200, reply.body);
         auto body = reply.json();
         for (const auto& rec : body.at("records").as_array())

@@ -58,9 +58,10 @@ int main(int argc, char** argv) {
     std::map<long, fieldsync::RecordId> ids;
     for (long n = std::atol(argv[2]);; ++n) {
         say("a C " + std::to_string(n));
-        auto id = (*replica)->create_json("households", {{"village", "\"ordos/ejin-horo/altan-xire/longhuqu\""},
-                                                         {"head_name", "\"w-" + std::to_string(n) + "\""},
-                                                         {"poverty_status", "\"national_line\""}});
+        auto id = (*replica)->create_json("households",
+                                          {{"village", "\"ordos/ejin-horo/altan-xire/longhuqu\""},
+                                           {"head_name", "\"w-" + std::to_string(n) + "\""},
+                                           {"poverty_status", "\"national_line\""}});
         if (!id) {
             say("error " + id.error().message);
             return EXIT_FAILURE;
@@ -70,7 +71,8 @@ int main(int argc, char** argv) {
         if (n % 3 == 0 && ids.count(n - 1)) {  // an update of the previous record too
             const long v = n % 29 + 1;
             say("a U " + std::to_string(n - 1) + " " + std::to_string(v));
-            auto st = (*replica)->update_json("households", ids[n - 1], {{"members_count", std::to_string(v)}});
+            auto st = (*replica)->update_json("households", ids[n - 1],
+                                              {{"members_count", std::to_string(v)}});
             if (!st) {
                 say("error " + st.error().message);
                 return EXIT_FAILURE;

@@ -35,7 +35,9 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-inline fs::path bin(const std::string& name) { return fs::path(FIELDSYNC_BIN_DIR) / name; }
+inline fs::path bin(const std::string& name) {
+    return fs::path(FIELDSYNC_BIN_DIR) / name;
+}
 
 inline std::string read_file(const fs::path& path) {
     std::ifstream in(path);
@@ -94,7 +96,8 @@ public:
             std::vector<std::string> all{exe.string()};
             all.insert(all.end(), args.begin(), args.end());
             std::vector<char*> argv;
-            for (auto& a : all) argv.push_back(a.data());
+            for (auto& a : all)
+                argv.push_back(a.data());
             argv.push_back(nullptr);
             ::execv(exe.c_str(), argv.data());
             ::_exit(127);
@@ -152,8 +155,9 @@ struct Run {
         // --json prints one document on the last non-empty line.
         auto end = out.find_last_not_of("\n");
         auto start = out.rfind('\n', end);
-        std::string last = out.substr(start == std::string::npos ? 0 : start + 1,
-                                      end == std::string::npos ? 0 : end - (start == std::string::npos ? 0 : start + 1) + 1);
+        std::string last = out.substr(
+            start == std::string::npos ? 0 : start + 1,
+            end == std::string::npos ? 0 : end - (start == std::string::npos ? 0 : start + 1) + 1);
         auto v = json::parse(last, ec);
         if (ec) FAIL_CHECK("not JSON: " << out << "\nstderr: " << err);
         return v;
@@ -166,7 +170,8 @@ inline int g_run_counter = 0;
 inline Run run(const fs::path& dir, const fs::path& exe, const std::vector<std::string>& args,
                std::chrono::milliseconds timeout = 60s, const std::string& input = "") {
     const int n = ++g_run_counter;
-    Process p(exe, args, dir / ("run-" + std::to_string(n) + ".out"), dir / ("run-" + std::to_string(n) + ".err"), input);
+    Process p(exe, args, dir / ("run-" + std::to_string(n) + ".out"),
+              dir / ("run-" + std::to_string(n) + ".err"), input);
     Run r;
     auto rc = p.wait(timeout);
     if (!rc) {
@@ -177,7 +182,9 @@ inline Run run(const fs::path& dir, const fs::path& exe, const std::vector<std::
     }
     r.out = p.out();
     r.err = p.err();
-    if (!rc) FAIL_CHECK(exe.filename().string() << " did not finish within " << timeout.count() << " ms; stderr: " << r.err);
+    if (!rc)
+        FAIL_CHECK(exe.filename().string()
+                   << " did not finish within " << timeout.count() << " ms; stderr: " << r.err);
     return r;
 }
 
@@ -193,11 +200,17 @@ public:
         // A restart on the same folder must not read the previous run's port.
         std::error_code stale;
         fs::remove(port_file, stale);
-        std::vector<std::string> args{"--demo", "--port", "0", "--port-file", port_file.string(),
-                                      "--data-dir", (m_dir / "data").string()};
+        std::vector<std::string> args{"--demo",
+                                      "--port",
+                                      "0",
+                                      "--port-file",
+                                      port_file.string(),
+                                      "--data-dir",
+                                      (m_dir / "data").string()};
         if (plain) args.push_back("--plain");
         args.insert(args.end(), extra.begin(), extra.end());
-        m_process = std::make_unique<Process>(bin("fieldsync-server"), args, m_dir / "server.out", m_dir / "server.err");
+        m_process = std::make_unique<Process>(bin("fieldsync-server"), args, m_dir / "server.out",
+                                              m_dir / "server.err");
         const auto deadline = std::chrono::steady_clock::now() + 30s;
         while (std::chrono::steady_clock::now() < deadline && m_port == 0) {
             std::this_thread::sleep_for(20ms);
@@ -209,8 +222,9 @@ public:
             }
             if (m_port == 0 && m_process->wait(0ms)) break;  // exited
         }
-        REQUIRE_MESSAGE(m_port != 0, "fieldsync-server did not start; stderr:\n" << m_process->err()
-                                                                                  << "\nstdout:\n" << m_process->out());
+        REQUIRE_MESSAGE(m_port != 0, "fieldsync-server did not start; stderr:\n"
+                                         << m_process->err() << "\nstdout:\n"
+                                         << m_process->out());
         load_credentials();
     }
     ~Server() { stop(); }
@@ -246,8 +260,9 @@ public:
     }
     std::string password(const std::string& user) const {
         auto it = m_passwords.find(user);
-        REQUIRE_MESSAGE(it != m_passwords.end(), "no demo password for " << user << " in demo-credentials.txt:\n"
-                                                                          << read_file(m_dir / "data/demo-credentials.txt"));
+        REQUIRE_MESSAGE(it != m_passwords.end(),
+                        "no demo password for " << user << " in demo-credentials.txt:\n"
+                                                << read_file(m_dir / "data/demo-credentials.txt"));
         return it->second;
     }
     const fs::path& dir() const { return m_dir; }
@@ -299,11 +314,13 @@ inline HttpReply http(std::uint16_t port, const std::string& method, const std::
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+    std::string req = method + " " + target +
+                      " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
                       "\r\nConnection: close\r\nAccept: application/json\r\n";
     if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
     if (!body.empty() || method == "POST" || method == "PUT")
-        req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+        req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+               "\r\n";
     req += "\r\n" + body;
     for (std::size_t sent = 0; sent < req.size();) {
         const auto n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
@@ -325,7 +342,8 @@ inline HttpReply http(std::uint16_t port, const std::string& method, const std::
     std::string head = resp.substr(0, head_end);
     std::string raw = resp.substr(head_end + 4);
     std::string lower_head = head;
-    for (char& c : lower_head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char& c : lower_head)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     r.head = lower_head;
     if (lower_head.find("transfer-encoding: chunked") != std::string::npos) {
         std::size_t pos = 0;
@@ -344,7 +362,8 @@ inline HttpReply http(std::uint16_t port, const std::string& method, const std::
 }
 
 /// POST /api/login; returns the bearer token.
-inline std::string api_login(std::uint16_t port, const std::string& user, const std::string& password) {
+inline std::string api_login(std::uint16_t port, const std::string& user,
+                             const std::string& password) {
     json::object body{{"user", user}, {"password", password}};
     auto r = http(port, "POST", "/api/login", json::serialize(body));
     REQUIRE_MESSAGE(r.status == 200, "login failed: " << r.status << " " << r.body);
@@ -354,9 +373,11 @@ inline std::string api_login(std::uint16_t port, const std::string& user, const 
 /// One fieldsync-tablet with its own replica file.
 class Tablet {
 public:
-    Tablet(const fs::path& dir, std::string name) : m_dir(dir), m_db(dir / (name + ".db")), m_name(std::move(name)) {}
+    Tablet(const fs::path& dir, std::string name)
+        : m_dir(dir), m_db(dir / (name + ".db")), m_name(std::move(name)) {}
 
-    Run cmd(std::vector<std::string> args, std::chrono::milliseconds timeout = 60s, const std::string& input = "") {
+    Run cmd(std::vector<std::string> args, std::chrono::milliseconds timeout = 60s,
+            const std::string& input = "") {
         std::vector<std::string> all{"--db", m_db.string(), "--json"};
         all.insert(all.end(), args.begin(), args.end());
         return run(m_dir, bin("fieldsync-tablet"), all, timeout, input);
@@ -364,7 +385,8 @@ public:
     /// Runs and requires exit status 0; returns the JSON output.
     json::value ok(std::vector<std::string> args) {
         auto r = cmd(args);
-        REQUIRE_MESSAGE(r.rc == 0, m_name << ": fieldsync-tablet " << join(args) << " exited " << r.rc << "\nstdout: " << r.out
+        REQUIRE_MESSAGE(r.rc == 0, m_name << ": fieldsync-tablet " << join(args) << " exited "
+                                          << r.rc << "\nstdout: " << r.out
                                           << "\nstderr: " << r.err);
         return r.json();
     }
@@ -372,17 +394,21 @@ public:
                      std::vector<std::string> extra = {}) {
         const auto pw = m_dir / (m_name + ".pw");
         write_file(pw, password + "\n");
-        std::vector<std::string> args{"init", "--server", url, "--user", user, "--password-file", pw.string()};
+        std::vector<std::string> args{"init", "--server",        url,        "--user",
+                                      user,   "--password-file", pw.string()};
         args.insert(args.end(), extra.begin(), extra.end());
         return ok(args);
     }
     void sync() { ok({"sync", "--timeout", "60"}); }
-    json::value show(const std::string& collection, const std::string& id) { return ok({"show", collection, id}); }
+    json::value show(const std::string& collection, const std::string& id) {
+        return ok({"show", collection, id});
+    }
     const fs::path& db() const { return m_db; }
 
     static std::string join(const std::vector<std::string>& v) {
         std::string s;
-        for (const auto& x : v) s += (s.empty() ? "" : " ") + x;
+        for (const auto& x : v)
+            s += (s.empty() ? "" : " ") + x;
         return s;
     }
 
@@ -393,6 +419,8 @@ private:
 };
 
 /// True when the server binary exists (the e2e tests need it).
-inline bool have_server() { return fs::exists(bin("fieldsync-server")) && fs::exists(bin("fieldsync-tablet")); }
+inline bool have_server() {
+    return fs::exists(bin("fieldsync-server")) && fs::exists(bin("fieldsync-tablet"));
+}
 
 }  // namespace e2e

@@ -15,9 +15,9 @@
 //  - each tablet holds exactly the server's records of its village, with equal field values;
 //  - no tablet has pending or refused changes.
 // Bounded: FIELDSYNC_FAULT_ROUNDS rounds (default 6; the server is
-// killed in about three rounds of four, and at least once), each sync at most 10 s, every wait timed.
-// The seed (FIELDSYNC_FAULT_SEED, default 7) drives the writes, the proxy and the kills; thread
-// timing still varies between runs, so the same seed explores nearby schedules, not one.
+// killed in about three rounds of four, and at least once), each sync at most 10 s, every wait
+// timed. The seed (FIELDSYNC_FAULT_SEED, default 7) drives the writes, the proxy and the kills;
+// thread timing still varies between runs, so the same seed explores nearby schedules, not one.
 #include <poll.h>
 
 #include <atomic>
@@ -71,7 +71,8 @@ public:
             std::lock_guard lock(m_mutex);
             pumps.swap(m_pumps);
         }
-        for (auto& t : pumps) t.join();
+        for (auto& t : pumps)
+            t.join();
         ::close(m_listen);
     }
     FaultProxy(const FaultProxy&) = delete;
@@ -222,7 +223,8 @@ std::map<std::string, json::object> server_households(std::uint16_t port, const 
     std::string after;
     for (int page = 0; page < 100; ++page) {
         std::string target = "/api/records?collection=households&limit=500&area=";
-        for (char c : village) target += c == '/' ? std::string("%2F") : std::string(1, c);
+        for (char c : village)
+            target += c == '/' ? std::string("%2F") : std::string(1, c);
         if (!after.empty()) target += "&after=" + after;
         auto r = http(port, "GET", target, "", token);
         REQUIRE_MESSAGE(r.status == 200, r.body);
@@ -250,7 +252,8 @@ std::string essentials(const json::object& fields) {
 
 }  // namespace
 
-TEST_CASE("e2e: tablets sync through a faulty network while the server is SIGKILLed; nothing is lost") {
+TEST_CASE(
+    "e2e: tablets sync through a faulty network while the server is SIGKILLed; nothing is lost") {
     if (!have_server()) {
         MESSAGE("fieldsync-server is not built; skipping");
         return;
@@ -293,8 +296,10 @@ TEST_CASE("e2e: tablets sync through a faulty network while the server is SIGKIL
                 ++writes;
             }
             if (d.created.size() > 2) {
-                const auto& id = d.created[static_cast<std::size_t>(pick(0, static_cast<int>(d.created.size()) - 3))];
-                d.tablet->ok({"edit", "households", id, "members_count=" + std::to_string(pick(1, 9))});
+                const auto& id = d.created[static_cast<std::size_t>(
+                    pick(0, static_cast<int>(d.created.size()) - 3))];
+                d.tablet->ok(
+                    {"edit", "households", id, "members_count=" + std::to_string(pick(1, 9))});
                 ++writes;
             }
         }
@@ -339,28 +344,33 @@ TEST_CASE("e2e: tablets sync through a faulty network while the server is SIGKIL
     // The faults stop: everyone syncs to quiescence (twice, so each sees the others' last
     // uploads).
     for (int pass = 0; pass < 2; ++pass)
-        for (auto& d : devices) d.tablet->sync();
+        for (auto& d : devices)
+            d.tablet->sync();
 
     const std::string token = api_login(server->port(), "admin", server->password("admin"));
     std::map<std::string, json::object> on_server;
     for (const auto& village : {longhuqu, hashatu})
-        for (auto& [id, fields] : server_households(server->port(), token, village)) on_server[id] = fields;
+        for (auto& [id, fields] : server_households(server->port(), token, village))
+            on_server[id] = fields;
 
     // Nothing any tablet recorded is lost.
     std::size_t created = 0;
     for (const auto& d : devices)
         for (const auto& id : d.created) {
             ++created;
-            CHECK_MESSAGE(on_server.count(id) == 1, "household " << id << " created on a tablet is missing on the server");
+            CHECK_MESSAGE(on_server.count(id) == 1,
+                          "household " << id << " created on a tablet is missing on the server");
         }
     // Every acknowledged write is there, with its values or later ones (this test edits only
     // members_count after the first sync, so names and statuses must be exactly as acked).
     for (const auto& [id, ess] : acked) {
         auto it = on_server.find(id);
-        REQUIRE_MESSAGE(it != on_server.end(), "acknowledged household " << id << " is missing on the server");
+        REQUIRE_MESSAGE(it != on_server.end(),
+                        "acknowledged household " << id << " is missing on the server");
         const auto got = essentials(it->second);
-        CHECK_MESSAGE(got.substr(0, got.find("members_count")) == ess.substr(0, ess.find("members_count")),
-                      id << ": acked " << ess << ", server has " << got);
+        CHECK_MESSAGE(
+            got.substr(0, got.find("members_count")) == ess.substr(0, ess.find("members_count")),
+            id << ": acked " << ess << ", server has " << got);
     }
     // Each tablet holds exactly its village, equal to the server, with nothing left to send.
     for (auto& d : devices) {
@@ -375,17 +385,21 @@ TEST_CASE("e2e: tablets sync through a faulty network while the server is SIGKIL
             }
             CHECK_MESSAGE(it->second.first == "synced", id << " is " << it->second.first);
             CHECK_MESSAGE(essentials(it->second.second) == essentials(fields),
-                          id << ": tablet " << essentials(it->second.second) << ", server " << essentials(fields));
+                          id << ": tablet " << essentials(it->second.second) << ", server "
+                             << essentials(fields));
         }
         const auto status = d.tablet->ok({"status"});
         CHECK(status.at("pending").as_int64() == 0);
     }
 
     const auto& c = proxy.counts();
-    MESSAGE("fault e2e: seed " << seed << ", " << rounds << " rounds, " << devices.size() << " tablets, "
-                               << writes << " writes (" << created << " households), " << acked.size()
-                               << " seen acknowledged; faults: " << c.cuts.load() << " cuts, " << c.stalls.load()
-                               << " stalls, " << c.drops.load() << " drops over " << c.connections.load()
-                               << " connections (" << c.refused.load() << " refused while the server was down), "
-                               << kills << " server SIGKILLs; " << failed_syncs << " syncs failed along the way");
+    MESSAGE("fault e2e: seed " << seed << ", " << rounds << " rounds, " << devices.size()
+                               << " tablets, " << writes << " writes (" << created
+                               << " households), " << acked.size()
+                               << " seen acknowledged; faults: " << c.cuts.load() << " cuts, "
+                               << c.stalls.load() << " stalls, " << c.drops.load() << " drops over "
+                               << c.connections.load() << " connections (" << c.refused.load()
+                               << " refused while the server was down), " << kills
+                               << " server SIGKILLs; " << failed_syncs
+                               << " syncs failed along the way");
 }

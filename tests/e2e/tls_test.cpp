@@ -16,7 +16,8 @@ struct Certs {
 /// localhost) and DIR/key.pem. A self-signed certificate is its own CA file.
 Certs make_certs(const fs::path& dir) {
     const auto out = dir / "certs";
-    auto r = run(dir, bin("fieldsync-mkcert"), {"--out", out.string(), "--host", "127.0.0.1", "--host", "localhost"});
+    auto r = run(dir, bin("fieldsync-mkcert"),
+                 {"--out", out.string(), "--host", "127.0.0.1", "--host", "localhost"});
     REQUIRE_MESSAGE(r.rc == 0, "fieldsync-mkcert failed: " << r.err << r.out);
     Certs c{out / "cert.pem", out / "cert.pem", out / "key.pem"};
     if (fs::exists(out / "ca.pem")) c.ca = out / "ca.pem";
@@ -27,14 +28,17 @@ Certs make_certs(const fs::path& dir) {
 
 }  // namespace
 
-TEST_CASE("e2e: wss with a fieldsync-mkcert certificate; untrusted certificates and wrong pins fail cleanly") {
+TEST_CASE(
+    "e2e: wss with a fieldsync-mkcert certificate; untrusted certificates and wrong pins fail "
+    "cleanly") {
     if (!have_server() || !fs::exists(bin("fieldsync-mkcert"))) {
         MESSAGE("fieldsync-server or fieldsync-mkcert is not built; skipping");
         return;
     }
     TempDir dir("tls");
     const Certs certs = make_certs(dir.path());
-    Server server(dir.path(), {"--tls-cert", certs.cert.string(), "--tls-key", certs.key.string()}, false);
+    Server server(dir.path(), {"--tls-cert", certs.cert.string(), "--tls-key", certs.key.string()},
+                  false);
     const std::string url = server.url(true);
     const std::string user = "enumerator-longhuqu";
     const std::string pw = server.password(user);
@@ -58,7 +62,8 @@ TEST_CASE("e2e: wss with a fieldsync-mkcert certificate; untrusted certificates 
         Tablet t(dir.path(), "untrusting");
         const auto pwfile = dir.path() / "pw";
         write_file(pwfile, pw + "\n");
-        auto r = t.cmd({"init", "--server", url, "--user", user, "--password-file", pwfile.string()}, 30s);
+        auto r = t.cmd(
+            {"init", "--server", url, "--user", user, "--password-file", pwfile.string()}, 30s);
         CHECK(r.rc == 1);
         auto e = r.json().at("error");
         CHECK(e.at("code").as_string() == "tls_failed");
@@ -69,8 +74,9 @@ TEST_CASE("e2e: wss with a fieldsync-mkcert certificate; untrusted certificates 
         Tablet t(dir.path(), "wrongpin");
         const auto pwfile = dir.path() / "pw";
         write_file(pwfile, pw + "\n");
-        auto r = t.cmd({"init", "--server", url, "--user", user, "--password-file", pwfile.string(), "--ca-file",
-                        certs.ca.string(), "--pin", "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="},
+        auto r = t.cmd({"init", "--server", url, "--user", user, "--password-file", pwfile.string(),
+                        "--ca-file", certs.ca.string(), "--pin",
+                        "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="},
                        30s);
         CHECK(r.rc == 1);
         auto e = r.json().at("error");

@@ -16,6 +16,7 @@
 // fuzz_http_api, `cmake --preset fuzz`).
 #include <boost/json.hpp>
 
+#include <unistd.h>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -26,7 +27,6 @@
 #include <memory>
 #include <sstream>
 #include <string>
-#include <unistd.h>
 
 #include "fieldsync/protocol/schema.hpp"
 #include "fieldsync/server/auth.hpp"
@@ -99,14 +99,16 @@ struct World {
             user.password_hash = hash_password("pw", 1000);
             require(s.add_user(user).ok(), "add user");
         }
-        worker = std::make_unique<StoreWorker>(std::move(*store), std::move(*schema), StoreWorker::Options{});
+        worker = std::make_unique<StoreWorker>(std::move(*store), std::move(*schema),
+                                               StoreWorker::Options{});
         ApiOptions ao;
         ao.password_iterations = 1000;
         ao.max_body_bytes = 64 * 1024;
         api = std::make_unique<HttpApi>(*worker, ao);
         for (int i = 0; i < 3; ++i) {
-            HttpResponse r = call("POST", "/api/login",
-                                  std::string(R"({"user":")") + users[i].name + R"(","password":"pw"})", "");
+            HttpResponse r =
+                call("POST", "/api/login",
+                     std::string(R"({"user":")") + users[i].name + R"(","password":"pw"})", "");
             json::error_code ec;
             json::value v = json::parse(r.body, ec);
             require(!ec && r.status == 200 && v.is_object() && v.as_object().contains("token"),
@@ -126,7 +128,8 @@ struct World {
         r.peer = "10.0.0.1";
         auto promise = std::make_shared<std::promise<HttpResponse>>();
         auto future = promise->get_future();
-        api->handle(std::move(r), [promise](HttpResponse resp) { promise->set_value(std::move(resp)); });
+        api->handle(std::move(r),
+                    [promise](HttpResponse resp) { promise->set_value(std::move(resp)); });
         require(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready,
                 "a response within 10 s");
         return future.get();
@@ -153,7 +156,8 @@ void drain(const std::shared_ptr<ChunkSource>& stream) {
     for (int chunks = 0; chunks < 100000; ++chunks) {
         auto promise = std::make_shared<std::promise<bool>>();
         auto future = promise->get_future();
-        stream->next([promise](std::optional<std::string> chunk) { promise->set_value(chunk.has_value()); });
+        stream->next(
+            [promise](std::optional<std::string> chunk) { promise->set_value(chunk.has_value()); });
         require(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready,
                 "a streamed chunk within 10 s");
         if (!future.get()) return;
@@ -170,9 +174,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::string method = methods[data[0] % 6];
     std::string auth;
     switch (data[1] % 5) {
-        case 0: break;
-        case 1: auth = "Bearer not-a-token"; break;
-        default: auth = "Bearer " + w.tokens[data[1] % 5 - 2]; break;
+        case 0:
+            break;
+        case 1:
+            auth = "Bearer not-a-token";
+            break;
+        default:
+            auth = "Bearer " + w.tokens[data[1] % 5 - 2];
+            break;
     }
     const std::string_view rest(reinterpret_cast<const char*>(data) + 2, size - 2);
     const std::size_t nl = rest.find('\n');

@@ -21,7 +21,17 @@ TEST_CASE("CBOR: the writer uses the shortest forms (RFC 8949 §4.2.1)") {
     w.boolean(true);
     w.null();
     CHECK(to_hex(w.data()) ==
-          "17" "1818" "1a00010000" "20" "3b7fffffffffffffff" "6161" "420102" "80" "a1" "f5" "f6");
+          "17"
+          "1818"
+          "1a00010000"
+          "20"
+          "3b7fffffffffffffff"
+          "6161"
+          "420102"
+          "80"
+          "a1"
+          "f5"
+          "f6");
     auto diag = to_diagnostic(w.data());
     REQUIRE(diag.ok());
     CHECK(*diag == "23, 24, 65536, -1, -9223372036854775808, \"a\", h'0102', [], {true: null}");
@@ -47,7 +57,7 @@ TEST_CASE("CBOR: the reader rejects what is outside the profile or the limits") 
     CHECK(err("1c").code == protocol_errc::malformed);  // reserved additional information
     CHECK(err("1a0000").message.find("truncated") != std::string::npos);
     CHECK(err("9b00000000ffffffff").code == protocol_errc::limit_exceeded);  // huge count
-    CHECK(err("9903e8").code == protocol_errc::malformed);  // 1000 items declared, none follow
+    CHECK(err("9903e8").code == protocol_errc::malformed);      // 1000 items declared, none follow
     CHECK(err("7a7fffffff").code == protocol_errc::malformed);  // string longer than the input
     CborLimits shallow;
     shallow.max_depth = 3;
@@ -77,8 +87,16 @@ TEST_CASE("CBOR: typed reads report the type found") {
 
 TEST_CASE("CBOR: canonical map sorts keys by encoded bytes") {
     CanonicalMap m;
-    auto key = [](std::string_view s) { CborWriter w; w.text(s); return w.take(); };
-    auto val = [](std::uint64_t v) { CborWriter w; w.uint(v); return w.take(); };
+    auto key = [](std::string_view s) {
+        CborWriter w;
+        w.text(s);
+        return w.take();
+    };
+    auto val = [](std::uint64_t v) {
+        CborWriter w;
+        w.uint(v);
+        return w.take();
+    };
     m.add(key("bb"), val(1));
     m.add(key("c"), val(2));
     m.add(key("a"), val(3));
@@ -88,8 +106,8 @@ TEST_CASE("CBOR: canonical map sorts keys by encoded bytes") {
 }
 
 TEST_CASE("Values: encoding, validation, display") {
-    for (const Value& v : {Value{}, Value{true}, Value{std::int64_t{-42}}, Value{std::string("嘎查")},
-                           Value{GeoPoint{397000000, 1098000000}}}) {
+    for (const Value& v : {Value{}, Value{true}, Value{std::int64_t{-42}},
+                           Value{std::string("嘎查")}, Value{GeoPoint{397000000, 1098000000}}}) {
         Bytes b = encoded(v);
         CborReader r(b);
         auto back = decode_value(r);
@@ -104,7 +122,7 @@ TEST_CASE("Values: encoding, validation, display") {
     CborReader r2(bad_utf8);
     CHECK(decode_value(r2).error().message == "text is not valid UTF-8");
     CHECK(is_valid_utf8("Ordos 鄂尔多斯"));
-    CHECK_FALSE(is_valid_utf8("\xed\xa0\x80"));  // surrogate
-    CHECK_FALSE(is_valid_utf8("\xc0\xaf"));      // overlong
+    CHECK_FALSE(is_valid_utf8("\xed\xa0\x80"));      // surrogate
+    CHECK_FALSE(is_valid_utf8("\xc0\xaf"));          // overlong
     CHECK_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));  // > U+10FFFF
 }

@@ -28,6 +28,7 @@ TEST_CASE("Ids: UUIDv7 carries the time and sorts by it") {
     CHECK((a.bytes[6] >> 4) == 7);     // version
     CHECK((a.bytes[8] >> 6) == 0b10);  // variant
     std::uint64_t ms = 0;
-    for (int i = 0; i < 6; ++i) ms = (ms << 8) | a.bytes[i];
+    for (int i = 0; i < 6; ++i)
+        ms = (ms << 8) | a.bytes[i];
     CHECK(ms == 1504999999000);
 }

@@ -81,8 +81,8 @@ public:
         for (int i = 0; i < n; ++i) {
             // Clocks skewed by up to +-6 hours, and moving at different paces.
             const std::int64_t skew = pick(-6 * 3600, 6 * 3600) * std::int64_t{1000};
-            m_replicas.push_back(
-                std::make_unique<Replica>(replica_id(i), static_cast<std::uint64_t>(1'500'000'000'000 + skew)));
+            m_replicas.push_back(std::make_unique<Replica>(
+                replica_id(i), static_cast<std::uint64_t>(1'500'000'000'000 + skew)));
         }
         m_records = pick(1, 3);
     }
@@ -173,7 +173,8 @@ public:
             if (rule_of(f) == MergeRule::lww)
                 REQUIRE(r.clock.observe(std::get<LwwState>(f).entry.ts));
             if (rule_of(f) == MergeRule::review)
-                for (const auto& e : std::get<ReviewState>(f).entries) REQUIRE(r.clock.observe(e.ts));
+                for (const auto& e : std::get<ReviewState>(f).entries)
+                    REQUIRE(r.clock.observe(e.ts));
         }
         RecordState& s = state_of(r, m.record);
         RecordState before = s;
@@ -194,7 +195,8 @@ public:
             if (from != to) send(from, to, pick(0, m_records - 1));
         } else {
             // Deliver a random (not the oldest) message: reordering.
-            const std::size_t k = static_cast<std::size_t>(pick(0, static_cast<int>(m_network.size()) - 1));
+            const std::size_t k =
+                static_cast<std::size_t>(pick(0, static_cast<int>(m_network.size()) - 1));
             Message m = m_network[k];
             m_network.erase(m_network.begin() + static_cast<std::ptrdiff_t>(k));
             deliver(m);
@@ -264,7 +266,8 @@ public:
         // review fields and _deleted: surviving entries = writes not seen by another write to
         // the same field (every update writes _deleted).
         for (const std::string& f :
-             {std::string("poverty_status"), std::string("income_per_capita"), std::string(deleted_field)}) {
+             {std::string("poverty_status"), std::string("income_per_capita"),
+              std::string(deleted_field)}) {
             auto writes = field_ops(f, [](const Op& op, const std::string& name) {
                 return name == deleted_field ? true : op.field == name;
             });
@@ -279,15 +282,19 @@ public:
             auto v = s.view(f);
             REQUIRE(v.has_value());
             std::set<Dot> got;
-            for (const auto& e : v->competing) got.insert(e.dot);
-            REQUIRE_MESSAGE(got == expected, "review field " << f << " lost or kept a value (L5/L6)");
+            for (const auto& e : v->competing)
+                got.insert(e.dot);
+            REQUIRE_MESSAGE(got == expected,
+                            "review field " << f << " lost or kept a value (L5/L6)");
             std::set<Value> distinct;
-            for (const auto& e : v->competing) distinct.insert(e.value);
+            for (const auto& e : v->competing)
+                distinct.insert(e.value);
             REQUIRE(v->conflict == (distinct.size() > 1));  // L10 for _deleted
         }
         // lww: the write with the greatest (ts, dot).
         for (const char* f : lww_fields) {
-            auto writes = field_ops(f, [](const Op& op, const std::string& name) { return op.field == name; });
+            auto writes = field_ops(
+                f, [](const Op& op, const std::string& name) { return op.field == name; });
             if (writes.empty()) continue;
             const Op* best = writes.front();
             for (const Op* w : writes)
@@ -313,7 +320,8 @@ public:
             if (!set_ops.empty()) {
                 REQUIRE(v.has_value());
                 std::set<Value> got(v->elements.begin(), v->elements.end());
-                REQUIRE_MESSAGE(got == expected, "set elements differ from add-wins semantics (L7)");
+                REQUIRE_MESSAGE(got == expected,
+                                "set elements differ from add-wins semantics (L7)");
             }
         }
         // counter: exact sum (L8).
@@ -348,10 +356,10 @@ public:
             REQUIRE(x.join(y));
             return x;
         };
-        REQUIRE(encode_record(join(a, b)) == encode_record(join(b, a)));                      // L1
-        REQUIRE(encode_record(join(join(a, b), c)) == encode_record(join(a, join(b, c))));    // L2
-        REQUIRE(encode_record(join(a, a)) == encode_record(a));                               // L3
-        REQUIRE(encode_record(join(join(a, b), b)) == encode_record(join(a, b)));             // L3
+        REQUIRE(encode_record(join(a, b)) == encode_record(join(b, a)));                    // L1
+        REQUIRE(encode_record(join(join(a, b), c)) == encode_record(join(a, join(b, c))));  // L2
+        REQUIRE(encode_record(join(a, a)) == encode_record(a));                             // L3
+        REQUIRE(encode_record(join(join(a, b), b)) == encode_record(join(a, b)));           // L3
     }
 
     std::mt19937_64 m_rng;

@@ -20,7 +20,9 @@ RecordState household() {
     return s;
 }
 
-HlcTimestamp ts(std::uint64_t ms) { return HlcTimestamp::from_parts(ms, 0); }
+HlcTimestamp ts(std::uint64_t ms) {
+    return HlcTimestamp::from_parts(ms, 0);
+}
 
 RecordState joined(RecordState a, const RecordState& b) {
     REQUIRE(a.join(b));
@@ -51,10 +53,19 @@ TEST_CASE("Record: an update draws one dot and re-asserts liveness") {
 
 TEST_CASE("Record: concurrent review writes are kept and flagged; a resolution collapses them") {
     RecordState base = household();
-    { Update u(base, rid(1), ts(1000), "alice"); REQUIRE(u.set("poverty_status", MergeRule::review, std::string("national_line"))); }
+    {
+        Update u(base, rid(1), ts(1000), "alice");
+        REQUIRE(u.set("poverty_status", MergeRule::review, std::string("national_line")));
+    }
     RecordState a = base, b = base;
-    { Update u(a, rid(2), ts(2000), "bater"); REQUIRE(u.set("poverty_status", MergeRule::review, std::string("dibao_line"))); }
-    { Update u(b, rid(3), ts(1500), "chen"); REQUIRE(u.set("poverty_status", MergeRule::review, std::string("marginal"))); }
+    {
+        Update u(a, rid(2), ts(2000), "bater");
+        REQUIRE(u.set("poverty_status", MergeRule::review, std::string("dibao_line")));
+    }
+    {
+        Update u(b, rid(3), ts(1500), "chen");
+        REQUIRE(u.set("poverty_status", MergeRule::review, std::string("marginal")));
+    }
     RecordState ab = joined(a, b);
     auto v = ab.view("poverty_status");
     REQUIRE(v);
@@ -65,7 +76,10 @@ TEST_CASE("Record: concurrent review writes are kept and flagged; a resolution c
 
     SUBCASE("resolution on the server collapses the register on every replica (L6)") {
         RecordState server = ab;
-        { Update u(server, rid(9), ts(3000), "supervisor"); REQUIRE(u.set("poverty_status", MergeRule::review, std::string("marginal"))); }
+        {
+            Update u(server, rid(9), ts(3000), "supervisor");
+            REQUIRE(u.set("poverty_status", MergeRule::review, std::string("marginal")));
+        }
         CHECK(server.conflicts().empty());
         RecordState a2 = joined(a, server);
         RecordState b2 = joined(b, server);
@@ -75,7 +89,10 @@ TEST_CASE("Record: concurrent review writes are kept and flagged; a resolution c
     }
     SUBCASE("equal concurrent values are not a conflict") {
         RecordState c = base;
-        { Update u(c, rid(4), ts(1700), "dana"); REQUIRE(u.set("poverty_status", MergeRule::review, std::string("dibao_line"))); }
+        {
+            Update u(c, rid(4), ts(1700), "dana");
+            REQUIRE(u.set("poverty_status", MergeRule::review, std::string("dibao_line")));
+        }
         auto j = joined(a, c);
         CHECK(j.view("poverty_status")->competing.size() == 2);
         CHECK_FALSE(j.view("poverty_status")->conflict);
@@ -84,15 +101,27 @@ TEST_CASE("Record: concurrent review writes are kept and flagged; a resolution c
 
 TEST_CASE("Record: delete concurrent with an edit is a conflict (L10)") {
     RecordState base = household();
-    { Update u(base, rid(1), ts(1000), "alice"); REQUIRE(u.set("notes", MergeRule::lww, std::string("x"))); }
+    {
+        Update u(base, rid(1), ts(1000), "alice");
+        REQUIRE(u.set("notes", MergeRule::lww, std::string("x")));
+    }
     RecordState a = base, b = base;
-    { Update u(a, rid(1), ts(2000), "alice"); u.mark_deleted(); }
-    { Update u(b, rid(2), ts(2100), "bater"); REQUIRE(u.set("notes", MergeRule::lww, std::string("y"))); }
+    {
+        Update u(a, rid(1), ts(2000), "alice");
+        u.mark_deleted();
+    }
+    {
+        Update u(b, rid(2), ts(2100), "bater");
+        REQUIRE(u.set("notes", MergeRule::lww, std::string("y")));
+    }
     auto j = joined(a, b);
     CHECK(j.conflicts() == std::vector<std::string>{std::string(deleted_field)});
     SUBCASE("a delete that saw the edit is not a conflict") {
         RecordState c = joined(a, b);
-        { Update u(c, rid(3), ts(3000), "sup"); u.mark_deleted(); }
+        {
+            Update u(c, rid(3), ts(3000), "sup");
+            u.mark_deleted();
+        }
         CHECK(c.conflicts().empty());
         CHECK(c.is_deleted());
     }
@@ -101,27 +130,52 @@ TEST_CASE("Record: delete concurrent with an edit is a conflict (L10)") {
 TEST_CASE("Record: lww picks the greatest timestamp, then the replica") {
     RecordState base = household();
     RecordState a = base, b = base;
-    { Update u(a, rid(1), ts(5000), "a"); REQUIRE(u.set("notes", MergeRule::lww, std::string("late"))); }
-    { Update u(b, rid(2), ts(4000), "b"); REQUIRE(u.set("notes", MergeRule::lww, std::string("early"))); }
+    {
+        Update u(a, rid(1), ts(5000), "a");
+        REQUIRE(u.set("notes", MergeRule::lww, std::string("late")));
+    }
+    {
+        Update u(b, rid(2), ts(4000), "b");
+        REQUIRE(u.set("notes", MergeRule::lww, std::string("early")));
+    }
     CHECK(joined(a, b).view("notes")->value == Value{std::string("late")});
     CHECK(joined(b, a).view("notes")->value == Value{std::string("late")});
     RecordState c = base;
-    { Update u(c, rid(3), ts(5000), "c"); REQUIRE(u.set("notes", MergeRule::lww, std::string("tie"))); }
-    CHECK(joined(a, c).view("notes")->value == Value{std::string("tie")});  // same ts: higher replica
+    {
+        Update u(c, rid(3), ts(5000), "c");
+        REQUIRE(u.set("notes", MergeRule::lww, std::string("tie")));
+    }
+    CHECK(joined(a, c).view("notes")->value ==
+          Value{std::string("tie")});  // same ts: higher replica
 }
 
 TEST_CASE("Record: sets are add-wins; counters sum") {
     RecordState base = household();
-    { Update u(base, rid(1), ts(1000), "a"); REQUIRE(u.add_element("assistance", std::string("tourism_jobs"))); REQUIRE(u.add_to_counter("visit_count", 2)); }
+    {
+        Update u(base, rid(1), ts(1000), "a");
+        REQUIRE(u.add_element("assistance", std::string("tourism_jobs")));
+        REQUIRE(u.add_to_counter("visit_count", 2));
+    }
     RecordState a = base, b = base;
-    { Update u(a, rid(1), ts(2000), "a"); REQUIRE(u.remove_element("assistance", std::string("tourism_jobs"))); REQUIRE(u.add_to_counter("visit_count", -1)); }
-    { Update u(b, rid(2), ts(2000), "b"); REQUIRE(u.add_element("assistance", std::string("tourism_jobs"))); REQUIRE(u.add_to_counter("visit_count", 5)); }
+    {
+        Update u(a, rid(1), ts(2000), "a");
+        REQUIRE(u.remove_element("assistance", std::string("tourism_jobs")));
+        REQUIRE(u.add_to_counter("visit_count", -1));
+    }
+    {
+        Update u(b, rid(2), ts(2000), "b");
+        REQUIRE(u.add_element("assistance", std::string("tourism_jobs")));
+        REQUIRE(u.add_to_counter("visit_count", 5));
+    }
     auto j = joined(a, b);
     CHECK(j.view("assistance")->elements.size() == 1);
     CHECK(j.view("visit_count")->value == Value{std::int64_t{6}});
     SUBCASE("a remove that saw the add removes it everywhere") {
         RecordState c = j;
-        { Update u(c, rid(3), ts(3000), "c"); REQUIRE(u.remove_element("assistance", std::string("tourism_jobs"))); }
+        {
+            Update u(c, rid(3), ts(3000), "c");
+            REQUIRE(u.remove_element("assistance", std::string("tourism_jobs")));
+        }
         CHECK(joined(a, joined(b, c)).view("assistance")->elements.empty());
     }
 }
@@ -141,8 +195,14 @@ TEST_CASE("Record: wrong rule for a field is refused") {
 
 TEST_CASE("Record: mismatched rules join to the higher rule (L11)") {
     RecordState a = household(), b = household();
-    { Update u(a, rid(1), ts(1), "a"); REQUIRE(u.set("x", MergeRule::lww, std::int64_t{1})); }
-    { Update u(b, rid(2), ts(1), "b"); REQUIRE(u.add_to_counter("x", 3)); }
+    {
+        Update u(a, rid(1), ts(1), "a");
+        REQUIRE(u.set("x", MergeRule::lww, std::int64_t{1}));
+    }
+    {
+        Update u(b, rid(2), ts(1), "b");
+        REQUIRE(u.add_to_counter("x", 3));
+    }
     CHECK(rule_of(joined(a, b).fields.at("x")) == MergeRule::counter);
     CHECK(encode_record(joined(a, b)) == encode_record(joined(b, a)));
 }
@@ -181,7 +241,10 @@ TEST_CASE("Record: canonical encoding round-trips and is deterministic (L4)") {
 
     SUBCASE("unknown fields survive a round trip untouched") {
         RecordState t = s;
-        { Update u(t, rid(3), ts(1505000000000), "newer-app"); REQUIRE(u.set("field_from_v9", MergeRule::lww, std::string("kept"))); }
+        {
+            Update u(t, rid(3), ts(1505000000000), "newer-app");
+            REQUIRE(u.set("field_from_v9", MergeRule::lww, std::string("kept")));
+        }
         auto back2 = decode_record(encode_record(t));
         REQUIRE(back2.ok());
         CHECK(back2->view("field_from_v9")->value == Value{std::string("kept")});
@@ -190,7 +253,10 @@ TEST_CASE("Record: canonical encoding round-trips and is deterministic (L4)") {
 
 TEST_CASE("Record: decoding rejects broken states with a path") {
     RecordState s = household();
-    { Update u(s, rid(1), ts(1), "a"); REQUIRE(u.set("notes", MergeRule::lww, std::string("x"))); }
+    {
+        Update u(s, rid(1), ts(1), "a");
+        REQUIRE(u.set("notes", MergeRule::lww, std::string("x")));
+    }
     Bytes good = encode_record(s);
 
     SUBCASE("truncated at every length") {
@@ -215,10 +281,14 @@ TEST_CASE("Record: decoding rejects broken states with a path") {
     SUBCASE("wrong type names the key") {
         CborWriter w;
         w.map(4);
-        w.text("c"); w.text("households");
-        w.text("f"); w.map(0);
-        w.text("id"); w.text("not-bytes");
-        w.text("ctx"); w.map(0);
+        w.text("c");
+        w.text("households");
+        w.text("f");
+        w.map(0);
+        w.text("id");
+        w.text("not-bytes");
+        w.text("ctx");
+        w.map(0);
         auto r = decode_record(w.data());
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == protocol_errc::wrong_type);
@@ -227,7 +297,8 @@ TEST_CASE("Record: decoding rejects broken states with a path") {
     SUBCASE("missing key") {
         CborWriter w;
         w.map(1);
-        w.text("c"); w.text("households");
+        w.text("c");
+        w.text("households");
         auto r = decode_record(w.data());
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == protocol_errc::missing_field);
@@ -235,10 +306,18 @@ TEST_CASE("Record: decoding rejects broken states with a path") {
     SUBCASE("unknown merge rule code") {
         CborWriter w;
         w.map(4);
-        w.text("c"); w.text("households");
-        w.text("f"); w.map(1); w.text("x"); w.array(2); w.uint(9); w.null();
-        w.text("id"); w.bytes(s.id.bytes);
-        w.text("ctx"); w.map(0);
+        w.text("c");
+        w.text("households");
+        w.text("f");
+        w.map(1);
+        w.text("x");
+        w.array(2);
+        w.uint(9);
+        w.null();
+        w.text("id");
+        w.bytes(s.id.bytes);
+        w.text("ctx");
+        w.map(0);
         auto r = decode_record(w.data());
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().message.find("f.x[0]") == 0);

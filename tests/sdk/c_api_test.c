@@ -22,23 +22,23 @@
 static int failures = 0;
 static int checks = 0;
 
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        ++checks;                                                                \
-        if (!(cond)) {                                                           \
-            ++failures;                                                          \
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        ++checks;                                                                    \
+        if (!(cond)) {                                                               \
+            ++failures;                                                              \
             fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                        \
+        }                                                                            \
     } while (0)
 
-#define CHECK_CONTAINS(text, needle)                                                       \
-    do {                                                                                   \
-        ++checks;                                                                          \
-        if (!(text) || !strstr((text), (needle))) {                                        \
-            ++failures;                                                                    \
+#define CHECK_CONTAINS(text, needle)                                                           \
+    do {                                                                                       \
+        ++checks;                                                                              \
+        if (!(text) || !strstr((text), (needle))) {                                            \
+            ++failures;                                                                        \
             fprintf(stderr, "%s:%d: expected %s to contain %s, got: %s\n", __FILE__, __LINE__, \
-                    #text, (needle), (text) ? (text) : "(null)");                          \
-        }                                                                                  \
+                    #text, (needle), (text) ? (text) : "(null)");                              \
+        }                                                                                      \
     } while (0)
 
 /* --- A minimal CBOR writer (definite lengths, shortest heads) ---------------------------- */
@@ -85,13 +85,19 @@ static void head(buffer* b, unsigned major, uint64_t v) {
     put(b, h, n);
 }
 
-static void cbor_uint(buffer* b, uint64_t v) { head(b, 0, v); }
+static void cbor_uint(buffer* b, uint64_t v) {
+    head(b, 0, v);
+}
 static void cbor_text(buffer* b, const char* s) {
     head(b, 3, strlen(s));
     put(b, s, strlen(s));
 }
-static void cbor_array(buffer* b, uint64_t n) { head(b, 4, n); }
-static void cbor_map(buffer* b, uint64_t n) { head(b, 5, n); }
+static void cbor_array(buffer* b, uint64_t n) {
+    head(b, 4, n);
+}
+static void cbor_map(buffer* b, uint64_t n) {
+    head(b, 5, n);
+}
 static void cbor_bool(buffer* b, int v) {
     unsigned char c = v ? 0xf5 : 0xf4;
     put(b, &c, 1);
@@ -142,7 +148,9 @@ typedef struct peer {
     int freed;
 } peer;
 
-static uint64_t now_ms(void) { return (uint64_t)time(NULL) * 1000u; }
+static uint64_t now_ms(void) {
+    return (uint64_t)time(NULL) * 1000u;
+}
 
 static void reply(fs_transport_connection* conn, buffer* b) {
     /* Reporting from inside send() is allowed: the replicator queues events. */
@@ -163,58 +171,86 @@ static void peer_connect(void* context, fs_transport_connection* conn, const cha
     fs_transport_connection_opened(conn);
 }
 
-static void peer_send(void* context, fs_transport_connection* conn, const uint8_t* data, size_t size) {
+static void peer_send(void* context, fs_transport_connection* conn, const uint8_t* data,
+                      size_t size) {
     peer* p = (peer*)context;
     buffer b = {NULL, 0, 0};
     if (frame_is(data, size, "hello")) {
         ++p->hellos;
         cbor_map(&b, 10);
-        cbor_text(&b, "t"); cbor_text(&b, "welcome");
-        cbor_text(&b, "v"); cbor_uint(&b, 1);
-        cbor_text(&b, "role"); cbor_text(&b, "enumerator");
-        cbor_text(&b, "user"); cbor_text(&b, "enum-c");
-        cbor_text(&b, "scope"); cbor_array(&b, 1); cbor_text(&b, "ordos/ejin-horo");
-        cbor_text(&b, "token"); cbor_text(&b, "token-enum-c");
-        cbor_text(&b, "limits"); cbor_map(&b, 2);
-        cbor_text(&b, "max_batch"); cbor_uint(&b, 100);
-        cbor_text(&b, "max_frame"); cbor_uint(&b, 4u << 20);
-        cbor_text(&b, "schema"); cbor_text(&b, p->schema);
-        cbor_text(&b, "server_time"); cbor_uint(&b, now_ms());
-        cbor_text(&b, "schema_version"); cbor_uint(&b, 1);
+        cbor_text(&b, "t");
+        cbor_text(&b, "welcome");
+        cbor_text(&b, "v");
+        cbor_uint(&b, 1);
+        cbor_text(&b, "role");
+        cbor_text(&b, "enumerator");
+        cbor_text(&b, "user");
+        cbor_text(&b, "enum-c");
+        cbor_text(&b, "scope");
+        cbor_array(&b, 1);
+        cbor_text(&b, "ordos/ejin-horo");
+        cbor_text(&b, "token");
+        cbor_text(&b, "token-enum-c");
+        cbor_text(&b, "limits");
+        cbor_map(&b, 2);
+        cbor_text(&b, "max_batch");
+        cbor_uint(&b, 100);
+        cbor_text(&b, "max_frame");
+        cbor_uint(&b, 4u << 20);
+        cbor_text(&b, "schema");
+        cbor_text(&b, p->schema);
+        cbor_text(&b, "server_time");
+        cbor_uint(&b, now_ms());
+        cbor_text(&b, "schema_version");
+        cbor_uint(&b, 1);
         reply(conn, &b);
     } else if (frame_is(data, size, "pull")) {
         ++p->pulls;
         cbor_map(&b, 5);
-        cbor_text(&b, "t"); cbor_text(&b, "changes");
-        cbor_text(&b, "more"); cbor_bool(&b, 0);
-        cbor_text(&b, "items"); cbor_array(&b, 0);
-        cbor_text(&b, "since"); cbor_uint(&b, find_uint(data, size, "since"));
-        cbor_text(&b, "cursor"); cbor_uint(&b, 7);
+        cbor_text(&b, "t");
+        cbor_text(&b, "changes");
+        cbor_text(&b, "more");
+        cbor_bool(&b, 0);
+        cbor_text(&b, "items");
+        cbor_array(&b, 0);
+        cbor_text(&b, "since");
+        cbor_uint(&b, find_uint(data, size, "since"));
+        cbor_text(&b, "cursor");
+        cbor_uint(&b, 7);
         reply(conn, &b);
     } else if (frame_is(data, size, "push")) {
         uint64_t n = find_array_len(data, size, "items"), i;
         ++p->pushes;
         p->items_acked += (int)n;
         cbor_map(&b, 5);
-        cbor_text(&b, "t"); cbor_text(&b, "push_ack");
-        cbor_text(&b, "batch"); cbor_uint(&b, find_uint(data, size, "batch"));
-        cbor_text(&b, "cursor"); cbor_uint(&b, 7);
-        cbor_text(&b, "results"); cbor_array(&b, n);
+        cbor_text(&b, "t");
+        cbor_text(&b, "push_ack");
+        cbor_text(&b, "batch");
+        cbor_uint(&b, find_uint(data, size, "batch"));
+        cbor_text(&b, "cursor");
+        cbor_uint(&b, 7);
+        cbor_text(&b, "results");
+        cbor_array(&b, n);
         for (i = 0; i < n; ++i) {
             cbor_map(&b, 1);
-            cbor_text(&b, "ok"); cbor_bool(&b, 1);
+            cbor_text(&b, "ok");
+            cbor_bool(&b, 1);
         }
-        cbor_text(&b, "server_time"); cbor_uint(&b, now_ms());
+        cbor_text(&b, "server_time");
+        cbor_uint(&b, now_ms());
         reply(conn, &b);
     }
 }
 
-static void peer_close(void* context, fs_transport_connection* conn, uint16_t code, const char* reason) {
+static void peer_close(void* context, fs_transport_connection* conn, uint16_t code,
+                       const char* reason) {
     (void)context;
     fs_transport_connection_closed(conn, code, reason, FS_OK, NULL);
 }
 
-static void peer_free(void* context) { ((peer*)context)->freed++; }
+static void peer_free(void* context) {
+    ((peer*)context)->freed++;
+}
 
 /* --- Callbacks --------------------------------------------------------------------------- */
 
@@ -231,7 +267,9 @@ static void on_status(void* context, const fs_replicator_status* status) {
     log->last_state = status->state;
     if (status->state == FS_REPLICATOR_IDLE) log->saw_idle = 1;
 }
-static void free_status_log(void* context) { ((status_log*)context)->freed++; }
+static void free_status_log(void* context) {
+    ((status_log*)context)->freed++;
+}
 
 typedef struct change_log {
     int calls;
@@ -246,7 +284,9 @@ static void on_change(void* context, fs_change_origin origin, const char* change
     log->origin = origin;
     strncpy(log->json, changes_json, sizeof log->json - 1);
 }
-static void free_change_log(void* context) { ((change_log*)context)->freed++; }
+static void free_change_log(void* context) {
+    ((change_log*)context)->freed++;
+}
 
 /* --- Helpers ----------------------------------------------------------------------------- */
 
@@ -365,7 +405,8 @@ int main(void) {
     CHECK(status.calls > 0 && status.saw_idle && status.last_state == FS_REPLICATOR_STOPPED);
     {
         fs_replicator_status* s = fs_replicator_get_status(replicator);
-        CHECK(s != NULL && s->state == FS_REPLICATOR_STOPPED && s->up_to_date && s->error_code == FS_OK);
+        CHECK(s != NULL && s->state == FS_REPLICATOR_STOPPED && s->up_to_date &&
+              s->error_code == FS_OK);
         CHECK(s != NULL && s->cursor == 7 && s->error_message == NULL);
         fs_replicator_status_free(s);
     }
@@ -427,11 +468,13 @@ int main(void) {
     /* Update, counters, lists and filters. */
     CHECK(fs_replica_update(replica, "households", household, "{\"members_count\": 5}", &err));
     CHECK(fs_replica_increment(replica, "households", household, "visit_count", 2, &err));
-    json = fs_replica_list(replica, "households", "{\"where\": {\"poverty_status\": \"dibao_line\"}}", &err);
+    json = fs_replica_list(replica, "households",
+                           "{\"where\": {\"poverty_status\": \"dibao_line\"}}", &err);
     CHECK_CONTAINS(json, household);
     CHECK_CONTAINS(json, "\"visit_count\":2");
     fs_string_free(json);
-    json = fs_replica_list(replica, "households", "{\"where\": {\"poverty_status\": \"not_poor\"}}", &err);
+    json = fs_replica_list(replica, "households", "{\"where\": {\"poverty_status\": \"not_poor\"}}",
+                           &err);
     CHECK(json && strcmp(json, "[]") == 0);
     fs_string_free(json);
     json = fs_replica_list(replica, "households", "{\"area\": \"ordos/hanggin\"}", &err);
@@ -443,7 +486,8 @@ int main(void) {
     fs_error_clear(&err);
 
     /* Not found, bad ids. */
-    CHECK(fs_replica_get(replica, "households", "0190f3c2-0000-7000-8000-000000000001", &err) == NULL);
+    CHECK(fs_replica_get(replica, "households", "0190f3c2-0000-7000-8000-000000000001", &err) ==
+          NULL);
     CHECK(err.code == FS_ERROR_NOT_FOUND);
     fs_error_clear(&err);
     CHECK(fs_replica_get(replica, "households", "nope", &err) == NULL);

@@ -35,8 +35,9 @@ struct Server {
         REQUIRE_MESSAGE(store.ok(), (store.ok() ? "" : store.error().message));
         srv::Store& s = **store;
         REQUIRE(s.put_schema(demo_schema().version(), demo_schema_json()));
-        for (const std::string& code : {std::string("ordos"), std::string("ordos/ejin-horo"),
-                                       std::string("ordos/ejin-horo/altan-xire"), village_a, village_b}) {
+        for (const std::string& code :
+             {std::string("ordos"), std::string("ordos/ejin-horo"),
+              std::string("ordos/ejin-horo/altan-xire"), village_a, village_b}) {
             srv::Area a;
             a.code = code;
             a.parent = code.find('/') == std::string::npos ? "" : code.substr(0, code.rfind('/'));
@@ -101,7 +102,8 @@ struct Tablet {
         inbox = std::make_shared<Inbox>();
         sid = server.worker->open_session("tablet-" + user, [box = inbox](srv::SyncOutput out) {
             std::lock_guard lock(box->m);
-            for (auto& f : out.frames) box->frames.push_back(std::move(f));
+            for (auto& f : out.frames)
+                box->frames.push_back(std::move(f));
             if (out.close) box->closed = true;
             box->cv.notify_all();
         });
@@ -115,16 +117,20 @@ struct Tablet {
         engine.reset();
     }
     void deliver(const EngineOutput& out) {
-        for (const auto& e : out.events) events.push_back(e);
-        REQUIRE_MESSAGE(!out.close, user << ": the engine closed the session: " << out.close_reason);
-        for (const auto& f : out.frames) server.worker->frame(sid, f);
+        for (const auto& e : out.events)
+            events.push_back(e);
+        REQUIRE_MESSAGE(!out.close,
+                        user << ": the engine closed the session: " << out.close_reason);
+        for (const auto& f : out.frames)
+            server.worker->frame(sid, f);
     }
     /// Feeds one waiting frame to the engine; false when none arrived within `wait`.
     bool step(std::chrono::milliseconds wait) {
         p::Bytes frame;
         {
             std::unique_lock lock(inbox->m);
-            if (!inbox->cv.wait_for(lock, wait, [&] { return !inbox->frames.empty(); })) return false;
+            if (!inbox->cv.wait_for(lock, wait, [&] { return !inbox->frames.empty(); }))
+                return false;
             frame = std::move(inbox->frames.front());
             inbox->frames.pop_front();
         }
@@ -132,7 +138,8 @@ struct Tablet {
         return true;
     }
     bool saw(SyncEventKind k) const {
-        return std::any_of(events.begin(), events.end(), [&](const auto& e) { return e.kind == k; });
+        return std::any_of(events.begin(), events.end(),
+                           [&](const auto& e) { return e.kind == k; });
     }
 };
 
@@ -143,7 +150,8 @@ void settle(std::vector<Tablet*> tablets) {
     while (std::chrono::steady_clock::now() < deadline) {
         bool any = false;
         for (auto* t : tablets)
-            while (t->step(0ms)) any = true;
+            while (t->step(0ms))
+                any = true;
         const bool all_live = std::all_of(tablets.begin(), tablets.end(), [](Tablet* t) {
             return t->engine->phase() == SyncPhase::live;
         });
@@ -165,8 +173,9 @@ std::string status_of(Tablet& t, const p::RecordId& id) {
 
 }  // namespace
 
-TEST_CASE("Engine: against the real sync service, an offline conflict appears on both tablets "
-          "and a third write resolves it") {
+TEST_CASE(
+    "Engine: against the real sync service, an offline conflict appears on both tablets "
+    "and a third write resolves it") {
     Server server;
     Tablet a(server, "enum-a");
     Tablet b(server, "enum-b");
@@ -191,9 +200,11 @@ TEST_CASE("Engine: against the real sync service, an offline conflict appears on
     b.disconnect();
     a.local.clock.set(t0 + 1'000);
     b.local.clock.set(t0 + 2'000);
-    REQUIRE(a.local.replica->update("households", id, {{"poverty_status", std::string("marginal")}}));
-    REQUIRE(b.local.replica->update("households", id, {{"poverty_status", std::string("not_poor")},
-                                                       {"members_count", std::int64_t{4}}}));
+    REQUIRE(
+        a.local.replica->update("households", id, {{"poverty_status", std::string("marginal")}}));
+    REQUIRE(b.local.replica->update(
+        "households", id,
+        {{"poverty_status", std::string("not_poor")}, {"members_count", std::int64_t{4}}}));
     CHECK_FALSE(a.local.view("households", id).fields.at("poverty_status").conflict);
 
     // Both sync; each ends holding both values, flagged, with the same provisional value.
@@ -217,7 +228,8 @@ TEST_CASE("Engine: against the real sync service, an offline conflict appears on
 
     // A third write (A's, having seen both) resolves it everywhere.
     a.local.clock.set(t0 + 4'000);
-    REQUIRE(a.local.replica->update("households", id, {{"poverty_status", std::string("dibao_line")}}));
+    REQUIRE(
+        a.local.replica->update("households", id, {{"poverty_status", std::string("dibao_line")}}));
     a.deliver(a.engine->push_pending());
     settle({&a, &b});
     for (Tablet* t : {&a, &b}) {
@@ -239,14 +251,16 @@ TEST_CASE("Engine: against the real sync service, an offline conflict appears on
     }
 }
 
-TEST_CASE("Engine: against the real sync service, many records page through and reconnects "
-          "resume from the cursor") {
+TEST_CASE(
+    "Engine: against the real sync service, many records page through and reconnects "
+    "resume from the cursor") {
     Server server;
     Tablet a(server, "enum-a");
     Tablet b(server, "enum-b");
     a.connect();
     settle({&a});
-    for (int i = 0; i < 10; ++i) a.local.household("H" + std::to_string(i));
+    for (int i = 0; i < 10; ++i)
+        a.local.household("H" + std::to_string(i));
     a.deliver(a.engine->push_pending());
     settle({&a});
     CHECK(a.local.replica->pending_count().value() == 0);
@@ -265,7 +279,8 @@ TEST_CASE("Engine: against the real sync service, many records page through and 
     b.inbox = std::make_shared<Inbox>();
     b.sid = server.worker->open_session("tablet-b", [box = b.inbox](srv::SyncOutput out) {
         std::lock_guard lock(box->m);
-        for (auto& f : out.frames) box->frames.push_back(std::move(f));
+        for (auto& f : out.frames)
+            box->frames.push_back(std::move(f));
         box->cv.notify_all();
     });
     b.engine = std::make_unique<SyncEngine>(b.local.replica);

@@ -117,7 +117,9 @@ TEST_CASE("Replica: open creates the identity once; reopen keeps ids, cursor and
     }
     SUBCASE("the file is in WAL mode") {
         f.replica.reset();
-        CHECK(raw_count(f.file(), "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'") == 1);
+        CHECK(raw_count(f.file(),
+                        "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'") ==
+              1);
     }
 }
 
@@ -170,19 +172,19 @@ TEST_CASE("Replica: writes are validated before anything changes, with precise e
                        p::protocol_errc::validation_failed, {"households", "members_count"});
     }
     SUBCASE("a required field missing on create") {
-        expect_refused(f.replica->create("households", {{"village", village_a},
-                                                        {"poverty_status", std::string("marginal")}}),
-                       p::protocol_errc::validation_failed, {"households", "head_name"});
+        expect_refused(
+            f.replica->create("households", {{"village", village_a},
+                                             {"poverty_status", std::string("marginal")}}),
+            p::protocol_errc::validation_failed, {"households", "head_name"});
     }
     SUBCASE("a required field cleared") {
         expect_refused(f.replica->update("households", id, {{"head_name", Value{}}}),
                        p::protocol_errc::validation_failed, {"households", "head_name"});
     }
     SUBCASE("a set operation on a field that is not a set") {
-        expect_refused(f.replica->add_to_set("households", id, "poverty_status",
-                                             std::string("marginal")),
-                       p::protocol_errc::validation_failed,
-                       {"households", "poverty_status", "add_to_set"});
+        expect_refused(
+            f.replica->add_to_set("households", id, "poverty_status", std::string("marginal")),
+            p::protocol_errc::validation_failed, {"households", "poverty_status", "add_to_set"});
     }
     SUBCASE("an unknown code added to a set") {
         expect_refused(f.replica->add_to_set("households", id, "assistance", std::string("cash")),
@@ -193,8 +195,9 @@ TEST_CASE("Replica: writes are validated before anything changes, with precise e
                        p::protocol_errc::validation_failed, {"households", "visit_count"});
     }
     SUBCASE("bad JSON for a field") {
-        expect_refused(f.replica->update_json("households", id, {{"identified_on", "\"2024-13-01\""}}),
-                       p::protocol_errc::validation_failed, {"households", "identified_on"});
+        expect_refused(
+            f.replica->update_json("households", id, {{"identified_on", "\"2024-13-01\""}}),
+            p::protocol_errc::validation_failed, {"households", "identified_on"});
         expect_refused(f.replica->update_json("households", id, {{"gps", "[1,2]"}}),
                        p::protocol_errc::validation_failed, {"households", "gps"});
     }
@@ -203,8 +206,9 @@ TEST_CASE("Replica: writes are validated before anything changes, with precise e
                        p::protocol_errc::forbidden, {other_banner, "outside your assigned areas"});
     }
     SUBCASE("no such record") {
-        expect_refused(f.replica->update("households", test_id(9, 9), {{"notes", std::string("x")}}),
-                       p::protocol_errc::invalid_value, {"no such record"});
+        expect_refused(
+            f.replica->update("households", test_id(9, 9), {{"notes", std::string("x")}}),
+            p::protocol_errc::invalid_value, {"no such record"});
     }
     SUBCASE("an update with no fields") {
         expect_refused(f.replica->update("households", id, {}), p::protocol_errc::invalid_value,
@@ -273,14 +277,15 @@ TEST_CASE("Replica: a write and its outbox entry commit in the same transaction"
 TEST_CASE("Replica: the JSON convenience converts by field type") {
     ReplicaFixture f;
     f.sync();
-    auto id = f.replica->create_json("households", {{"village", "\"" + village_a + "\""},
-                                                    {"head_name", "\"Oyun\""},
-                                                    {"poverty_status", "\"dibao_line\""},
-                                                    {"identified_on", "\"2016-03-01\""},
-                                                    {"gps", "{\"lat\": 39.6087, \"lon\": 109.7813}"},
-                                                    {"members_count", "5"},
-                                                    {"assistance", "[\"land_adoption\", \"tourism_jobs\"]"},
-                                                    {"visit_count", "2"}});
+    auto id = f.replica->create_json("households",
+                                     {{"village", "\"" + village_a + "\""},
+                                      {"head_name", "\"Oyun\""},
+                                      {"poverty_status", "\"dibao_line\""},
+                                      {"identified_on", "\"2016-03-01\""},
+                                      {"gps", "{\"lat\": 39.6087, \"lon\": 109.7813}"},
+                                      {"members_count", "5"},
+                                      {"assistance", "[\"land_adoption\", \"tourism_jobs\"]"},
+                                      {"visit_count", "2"}});
     REQUIRE_MESSAGE(id.ok(), (id.ok() ? "" : id.error().message));
     auto v = f.view("households", *id);
     CHECK(*v.value("identified_on") == Value{std::string("2016-03-01")});
@@ -291,10 +296,11 @@ TEST_CASE("Replica: the JSON convenience converts by field type") {
           std::vector<Value>{std::string("land_adoption"), std::string("tourism_jobs")});
 
     SUBCASE("an array replaces the whole set; one code adds") {
-        REQUIRE(f.replica->update_json("households", *id,
-                                       {{"assistance", "[\"tourism_jobs\", \"enriched_farmers_loan\"]"}}));
-        CHECK(f.view("households", *id).fields.at("assistance").elements ==
-              std::vector<Value>{std::string("enriched_farmers_loan"), std::string("tourism_jobs")});
+        REQUIRE(f.replica->update_json(
+            "households", *id, {{"assistance", "[\"tourism_jobs\", \"enriched_farmers_loan\"]"}}));
+        CHECK(
+            f.view("households", *id).fields.at("assistance").elements ==
+            std::vector<Value>{std::string("enriched_farmers_loan"), std::string("tourism_jobs")});
         REQUIRE(f.replica->update_json("households", *id, {{"assistance", "\"land_adoption\""}}));
         CHECK(f.view("households", *id).fields.at("assistance").elements.size() == 3);
     }
@@ -303,15 +309,19 @@ TEST_CASE("Replica: the JSON convenience converts by field type") {
         CHECK(std::holds_alternative<std::monostate>(*f.view("households", *id).value("gps")));
     }
     SUBCASE("set and counter operations") {
-        REQUIRE(f.replica->remove_from_set("households", *id, "assistance", std::string("land_adoption")));
+        REQUIRE(f.replica->remove_from_set("households", *id, "assistance",
+                                           std::string("land_adoption")));
         REQUIRE(f.replica->increment("households", *id, "visit_count", -1));
         auto w = f.view("households", *id);
-        CHECK(w.fields.at("assistance").elements == std::vector<Value>{std::string("tourism_jobs")});
+        CHECK(w.fields.at("assistance").elements ==
+              std::vector<Value>{std::string("tourism_jobs")});
         CHECK(*w.value("visit_count") == Value{std::int64_t{1}});
         const auto dots = w.state.context.get(f.replica->replica_id());
         // Adding a present element, removing an absent one: nothing written.
-        REQUIRE(f.replica->add_to_set("households", *id, "assistance", std::string("tourism_jobs")));
-        REQUIRE(f.replica->remove_from_set("households", *id, "assistance", std::string("land_adoption")));
+        REQUIRE(
+            f.replica->add_to_set("households", *id, "assistance", std::string("tourism_jobs")));
+        REQUIRE(f.replica->remove_from_set("households", *id, "assistance",
+                                           std::string("land_adoption")));
         CHECK(f.view("households", *id).state.context.get(f.replica->replica_id()) == dots);
     }
 }
@@ -343,16 +353,18 @@ TEST_CASE("Replica: list, count and filters") {
     std::vector<p::RecordId> a, b;
     for (int i = 0; i < 5; ++i) {
         f.clock.advance(10);
-        a.push_back(f.household("A" + std::to_string(i), village_a, i % 2 ? "marginal" : "dibao_line"));
+        a.push_back(
+            f.household("A" + std::to_string(i), village_a, i % 2 ? "marginal" : "dibao_line"));
     }
     for (int i = 0; i < 3; ++i) {
         f.clock.advance(10);
         b.push_back(f.household("B" + std::to_string(i), village_b));
     }
     // A village whose code extends village_a's is not under it.
-    REQUIRE(f.replica->create("households", {{"village", village_a + "-2"},
-                                             {"head_name", std::string("C")},
-                                             {"poverty_status", std::string("not_poor")}})
+    REQUIRE(f.replica
+                ->create("households", {{"village", village_a + "-2"},
+                                        {"head_name", std::string("C")},
+                                        {"poverty_status", std::string("not_poor")}})
                 .ok());
     REQUIRE(f.replica->add_to_set("households", a[1], "assistance", std::string("tourism_jobs")));
     REQUIRE(f.replica->remove("households", a[4]));
@@ -365,7 +377,8 @@ TEST_CASE("Replica: list, count and filters") {
     auto in_a = f.replica->list("households", by_area);
     REQUIRE(in_a.ok());
     REQUIRE(in_a->size() == 4);
-    for (std::size_t i = 0; i < 4; ++i) CHECK((*in_a)[i].id == a[i]);  // ordered by id (time)
+    for (std::size_t i = 0; i < 4; ++i)
+        CHECK((*in_a)[i].id == a[i]);  // ordered by id (time)
     by_area.include_deleted = true;
     CHECK(f.replica->count("households", by_area).value() == 5);
     by_area.area_prefix = "ordos/ejin-horo";
@@ -414,7 +427,8 @@ TEST_CASE("Replica: conflict views show every competing value with who and when"
         REQUIRE(u.set("poverty_status", p::MergeRule::review, std::string("not_poor")));
     }
     f.clock.set(t0 + 1'000);
-    REQUIRE(f.replica->update("households", base.id, {{"poverty_status", std::string("marginal")}}));
+    REQUIRE(
+        f.replica->update("households", base.id, {{"poverty_status", std::string("marginal")}}));
     CHECK(f.view("households", base.id).pending());
 
     std::vector<ChangeNotice> notices;
@@ -428,7 +442,8 @@ TEST_CASE("Replica: conflict views show every competing value with who and when"
     CHECK(status.value == Value{std::string("not_poor")});  // provisional: the latest write
     REQUIRE(status.competing.size() == 2);
     std::set<std::string> who;
-    for (const auto& c : status.competing) who.insert(c.by + "=" + p::to_display(c.value));
+    for (const auto& c : status.competing)
+        who.insert(c.by + "=" + p::to_display(c.value));
     CHECK(who == std::set<std::string>{"enum-a=\"marginal\"", "enum-b=\"not_poor\""});
     CHECK(v.conflicts == std::vector<std::string>{"poverty_status"});
     CHECK_FALSE(v.fields.at("head_name").conflict);
@@ -443,7 +458,8 @@ TEST_CASE("Replica: conflict views show every competing value with who and when"
     CHECK(saw_remote);
 
     // A third write covers both values: the conflict is resolved.
-    REQUIRE(f.replica->update("households", base.id, {{"poverty_status", std::string("dibao_line")}}));
+    REQUIRE(
+        f.replica->update("households", base.id, {{"poverty_status", std::string("dibao_line")}}));
     auto r = f.view("households", base.id);
     CHECK_FALSE(r.fields.at("poverty_status").conflict);
     CHECK(r.conflicts.empty());
@@ -481,14 +497,17 @@ TEST_CASE("Replica: observers are told of local writes on the writing thread") {
     CHECK(seen[0].records.at("households") == std::vector<p::RecordId>{id});
     CHECK(threads[0] == std::this_thread::get_id());
 
-    std::thread other([&] { CHECK(f.replica->update("households", id, {{"notes", std::string("t")}})); });
+    std::thread other([&] {
+        CHECK(f.replica->update("households", id, {{"notes", std::string("t")}}));
+    });
     const auto other_id = other.get_id();
     other.join();
     REQUIRE(seen.size() == 2);
     CHECK(threads[1] == other_id);
 
     // A refused write notifies nobody; a removed observer is not called.
-    CHECK_FALSE(f.replica->update("households", id, {{"poverty_status", std::string("rich")}}).ok());
+    CHECK_FALSE(
+        f.replica->update("households", id, {{"poverty_status", std::string("rich")}}).ok());
     CHECK(seen.size() == 2);
     f.replica->remove_observer(token);
     f.household("Sarnai");
@@ -503,9 +522,10 @@ TEST_CASE("Replica: two threads read and write at once") {
     std::atomic<bool> done{false};
     auto writer = [&](const std::string& prefix) {
         for (int i = 0; i < per_thread; ++i) {
-            auto id = f.replica->create("households", {{"village", village_a},
-                                                       {"head_name", prefix + std::to_string(i)},
-                                                       {"poverty_status", std::string("marginal")}});
+            auto id =
+                f.replica->create("households", {{"village", village_a},
+                                                 {"head_name", prefix + std::to_string(i)},
+                                                 {"poverty_status", std::string("marginal")}});
             if (!id) {
                 ++failures;
                 continue;

@@ -43,7 +43,8 @@ bool eventually(P pred, std::chrono::milliseconds timeout = 10s) {
 
 struct Fixture {
     TempDir dir;
-    example::InProcessServer server{dir.path(), fs::path(FIELDSYNC_SOURCE_DIR) / "protocol/schemas/household-survey.json"};
+    example::InProcessServer server{
+        dir.path(), fs::path(FIELDSYNC_SOURCE_DIR) / "protocol/schemas/household-survey.json"};
 
     std::shared_ptr<fieldsync::Replica> open(const std::string& name) {
         auto r = fieldsync::Replica::open(dir.path() / (name + ".db"));
@@ -51,7 +52,8 @@ struct Fixture {
         return *r;
     }
 
-    ReplicatorOptions options(const std::string& user, std::function<Faults(int attempt)> faults = {}) {
+    ReplicatorOptions options(const std::string& user,
+                              std::function<Faults(int attempt)> faults = {}) {
         ReplicatorOptions o;
         o.url = "ws://loopback/sync";
         o.credentials = {user, example::InProcessServer::password_of(user), ""};
@@ -59,7 +61,8 @@ struct Fixture {
         auto attempts = std::make_shared<std::atomic<int>>(0);
         o.transport = [this, faults, attempts] {
             const int n = ++*attempts;
-            return std::make_unique<example::LoopbackTransport>(server.worker(), faults ? faults(n) : Faults{});
+            return std::make_unique<example::LoopbackTransport>(server.worker(),
+                                                                faults ? faults(n) : Faults{});
         };
         o.tick_interval_ms = 50;
         o.close_timeout_ms = 300;
@@ -138,7 +141,8 @@ TEST_CASE("Replicator: one-shot syncs upload, download and resume from the store
     CHECK(all.front().state == ReplicatorState::connecting);
     CHECK(all.back().state == ReplicatorState::stopped);
     bool saw_push = false;
-    for (const auto& s : all) saw_push = saw_push || s.state == ReplicatorState::pushing;
+    for (const auto& s : all)
+        saw_push = saw_push || s.state == ReplicatorState::pushing;
     CHECK(saw_push);
 }
 
@@ -178,7 +182,8 @@ TEST_CASE("Replicator: continuous mode pushes local writes at once and receives 
     CHECK_FALSE(ra.running());
 }
 
-TEST_CASE("Replicator: reconnects with capped exponential backoff and jitter, reset after a success") {
+TEST_CASE(
+    "Replicator: reconnects with capped exponential backoff and jitter, reset after a success") {
     Fixture f;
     auto a = f.open("a");
     StatusLog log;
@@ -204,7 +209,9 @@ TEST_CASE("Replicator: reconnects with capped exponential backoff and jitter, re
     REQUIRE(eventually([&] { return r.status().state == ReplicatorState::idle; }));
     CHECK(r.status().attempt == 0);
     create_household(*a, "Bater");
-    REQUIRE(eventually([&] { return a->pending_count().value() == 0 && r.status().state == ReplicatorState::idle; }));
+    REQUIRE(eventually([&] {
+        return a->pending_count().value() == 0 && r.status().state == ReplicatorState::idle;
+    }));
     r.stop();
 
     std::vector<ReplicatorStatus> offline;
@@ -310,7 +317,8 @@ TEST_CASE("Replicator: sync_once refuses while a continuous run is active; stop 
     Replicator* self = nullptr;
     std::atomic<bool> stop_requested{false};
     o.on_status = [&](const ReplicatorStatus& s) {
-        if (s.state == ReplicatorState::idle && stop_requested.load()) self->stop();  // only requests
+        if (s.state == ReplicatorState::idle && stop_requested.load())
+            self->stop();  // only requests
     };
     Replicator r(a, o);
     self = &r;

@@ -85,7 +85,8 @@ T frame_as(const EngineOutput& out, std::size_t i = 0) {
     p::Message m = decode(out.frames[i]);
     if constexpr (!std::is_same_v<T, p::ErrorMessage>) {
         if (const auto* e = std::get_if<p::ErrorMessage>(&m))
-            FAIL("expected another message, the engine sent error " << e->code << ": " << e->message);
+            FAIL("expected another message, the engine sent error " << e->code << ": "
+                                                                    << e->message);
     }
     REQUIRE_MESSAGE(std::holds_alternative<T>(m),
                     "the engine sent " << std::string(p::message_type(m)));
@@ -105,7 +106,8 @@ inline bool has_event(const EngineOutput& out, fieldsync::SyncEventKind kind) {
     return false;
 }
 
-inline const fieldsync::SyncEvent* find_event(const EngineOutput& out, fieldsync::SyncEventKind kind) {
+inline const fieldsync::SyncEvent* find_event(const EngineOutput& out,
+                                              fieldsync::SyncEventKind kind) {
     for (const auto& e : out.events)
         if (e.kind == kind) return &e;
     return nullptr;
@@ -129,7 +131,9 @@ inline p::Welcome make_welcome(const std::string& user = "enum-a",
 }
 
 /// Feeds `m` to the engine as a frame from the server.
-inline EngineOutput feed(SyncEngine& e, const p::Message& m) { return e.on_frame(p::encode_message(m)); }
+inline EngineOutput feed(SyncEngine& e, const p::Message& m) {
+    return e.on_frame(p::encode_message(m));
+}
 
 /// An empty last page answering `pull`.
 inline p::Changes last_page(const p::Pull& pull, std::uint64_t cursor,
@@ -206,9 +210,8 @@ struct ReplicaFixture {
     /// Creates a household in `village` and returns its id.
     p::RecordId household(const std::string& head, const std::string& village = village_a,
                           const std::string& status = "national_line") {
-        auto id = replica->create("households", {{"village", village},
-                                                 {"head_name", head},
-                                                 {"poverty_status", status}});
+        auto id = replica->create(
+            "households", {{"village", village}, {"head_name", head}, {"poverty_status", status}});
         REQUIRE_MESSAGE(id.ok(), (id.ok() ? "" : id.error().message));
         return *id;
     }

@@ -53,7 +53,8 @@ p::ScopeDigest digest_of(Replica& r) {
     for (const char* c : {"households", "members", "visits"}) {
         auto records = r.list(c, all);
         REQUIRE(records.ok());
-        for (const auto& v : *records) d.add(v.state);
+        for (const auto& v : *records)
+            d.add(v.state);
     }
     return d;
 }
@@ -116,8 +117,9 @@ TEST_CASE("Engine: hello carries identity and credentials; welcome stores the se
     }
     SUBCASE("a refused token is forgotten and the error kept") {
         out = e.start({}, "tablet/2.1");
-        out = feed(e, server_error(p::protocol_errc::unauthenticated,
-                                   "hello.auth.token: the token is unknown, expired or revoked", true));
+        out = feed(
+            e, server_error(p::protocol_errc::unauthenticated,
+                            "hello.auth.token: the token is unknown, expired or revoked", true));
         CHECK(out.close);
         CHECK(e.phase() == SyncPhase::error);
         info = f.replica->sync_info().value();
@@ -145,7 +147,8 @@ TEST_CASE("Engine: pushes the outbox in batches; partial rejection keeps and fla
     ReplicaFixture f;
     f.sync();
     std::vector<p::RecordId> h;
-    for (int i = 0; i < 5; ++i) h.push_back(f.household("H" + std::to_string(i)));
+    for (int i = 0; i < 5; ++i)
+        h.push_back(f.household("H" + std::to_string(i)));
     SyncEngine e(f.replica);
     auto out = connect(e, f, /*max_batch=*/2);
     CHECK(e.phase() == SyncPhase::pushing);
@@ -160,8 +163,8 @@ TEST_CASE("Engine: pushes the outbox in batches; partial rejection keeps and fla
     // h0 is edited while its push is in flight: acknowledged, but still pending.
     REQUIRE(f.replica->update("households", h[0], {{"notes", std::string("edited meanwhile")}}));
     p::PushAck ack = ack_all(push1);
-    ack.results[1] = p::ItemResult{false, "validation_failed",
-                                   "push.items[1]: field head_name: too long"};
+    ack.results[1] =
+        p::ItemResult{false, "validation_failed", "push.items[1]: field head_name: too long"};
     out = feed(e, ack);
     CHECK(find_event(out, SyncEventKind::rejected)->count == 1);
     CHECK_FALSE(has_event(out, SyncEventKind::pushed));  // h0 changed since: not acknowledged
@@ -271,7 +274,8 @@ TEST_CASE("Engine: entries stamped too far ahead are restamped with the correcte
             CHECK(ts.wall_ms() < t0 + 120'000);
         }
         // The acknowledged entries keep their stamps and dots; the pending ones keep their dots.
-        const auto& s = push.items[0].record.id == synced ? push.items[0].record : push.items[1].record;
+        const auto& s =
+            push.items[0].record.id == synced ? push.items[0].record : push.items[1].record;
         const auto& head = std::get<p::ReviewState>(s.fields.at("head_name")).entries.at(0);
         CHECK(head.ts == synced_ts);
         // The pending write keeps its dot: the latest of this replica in the record's context
@@ -345,7 +349,9 @@ TEST_CASE("Engine: pulls page by page and stores the cursor with each page") {
     out = feed(e2, make_welcome("enum-a", {village_a}, false, t0));
     pull = single<p::Pull>(out);
     CHECK(pull.since == 10);
-    out = feed(e2, last_page(pull, 20, {p::ChangeItem{20, 1, remote_household(other, 3, village_a, "enum-b")}}));
+    out = feed(e2,
+               last_page(pull, 20,
+                         {p::ChangeItem{20, 1, remote_household(other, 3, village_a, "enum-b")}}));
     CHECK(e2.phase() == SyncPhase::live);
     CHECK(e2.progress().pages == 1);
     CHECK(f.replica->count("households").value() == 3);
@@ -376,12 +382,16 @@ TEST_CASE("Engine: live notify; a gap pulls from the stored cursor; downloads wa
     CHECK(f.view("households", r1.id).pending());
 
     // Notify since 30 while we hold 26: something was missed.
-    out = feed(e, p::Notify{30, 35, {p::ChangeItem{35, 1, remote_household(other, 9, village_a, "enum-b")}}});
+    out = feed(
+        e,
+        p::Notify{30, 35, {p::ChangeItem{35, 1, remote_household(other, 9, village_a, "enum-b")}}});
     auto pull = single<p::Pull>(out);
     CHECK(pull.since == 26);
     CHECK(f.replica->count("households").value() == 1);  // the gapped notify was not applied
-    out = feed(e, last_page(pull, 35, {p::ChangeItem{31, 1, remote_household(other, 2, village_a, "enum-b")},
-                                       p::ChangeItem{35, 1, remote_household(other, 9, village_a, "enum-b")}}));
+    out =
+        feed(e, last_page(pull, 35,
+                          {p::ChangeItem{31, 1, remote_household(other, 2, village_a, "enum-b")},
+                           p::ChangeItem{35, 1, remote_household(other, 9, village_a, "enum-b")}}));
     CHECK(e.phase() == SyncPhase::live);
     CHECK(f.replica->count("households").value() == 3);
 
@@ -394,7 +404,9 @@ TEST_CASE("Engine: live notify; a gap pulls from the stored cursor; downloads wa
     out = e.push_pending();
     auto push = single<p::Push>(out);
     CHECK(e.phase() == SyncPhase::pushing);
-    out = feed(e, p::Notify{35, 36, {p::ChangeItem{36, 1, remote_household(other, 4, village_a, "enum-b")}}});
+    out = feed(
+        e,
+        p::Notify{35, 36, {p::ChangeItem{36, 1, remote_household(other, 4, village_a, "enum-b")}}});
     CHECK(out.frames.empty());
     CHECK(f.replica->count("households").value() == 3);
     out = feed(e, ack_all(push));
@@ -418,7 +430,8 @@ TEST_CASE("Engine: revoke removes records that left the scope, and says if write
 
     std::vector<fieldsync::ChangeNotice> notices;
     f.replica->add_observer([&](const fieldsync::ChangeNotice& n) { notices.push_back(n); });
-    out = feed(e, p::Revoke{4, {p::RecordRef{"households", r1.id}, p::RecordRef{"households", r2.id}}});
+    out = feed(
+        e, p::Revoke{4, {p::RecordRef{"households", r1.id}, p::RecordRef{"households", r2.id}}});
     const auto* ev = find_event(out, SyncEventKind::revoked);
     REQUIRE(ev);
     CHECK(ev->count == 2);

@@ -140,8 +140,8 @@ TEST_CASE("Transport: sync URLs") {
     CHECK(u->port == "9443");
     CHECK(u->target == "/sync");
 
-    for (const char* bad : {"ftp://x", "ws://", "ws://h:0", "ws://h:70000", "ws://h:x", "127.0.0.1:80",
-                            "ws://user:pw@h/sync", "ws://[::1"}) {
+    for (const char* bad : {"ftp://x", "ws://", "ws://h:0", "ws://h:70000", "ws://h:x",
+                            "127.0.0.1:80", "ws://user:pw@h/sync", "ws://[::1"}) {
         CAPTURE(bad);
         auto r = fieldsync::parse_sync_url(bad);
         REQUIRE_FALSE(r.ok());
@@ -157,8 +157,9 @@ TEST_CASE("Transport: certificate pins") {
     auto b64 = fieldsync::parse_spki_pin("sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
     REQUIRE(b64.ok());
     CHECK(b64->size() == 32);
-    for (const char* bad : {"", "sha256/", "sha256/AAAA", "md5/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-                            "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==", "zz"}) {
+    for (const char* bad :
+         {"", "sha256/", "sha256/AAAA", "md5/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+          "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==", "zz"}) {
         CAPTURE(bad);
         CHECK_FALSE(fieldsync::parse_spki_pin(bad).ok());
     }
@@ -193,14 +194,16 @@ TEST_CASE("Transport: the WebSocket transport reports failures as on_closed with
         std::string request;
         RawServer server([&](int fd) {
             request = read_request(fd);
-            const std::string resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            const std::string resp =
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
             ::send(fd, resp.data(), resp.size(), 0);
         });
         fieldsync::WebSocketOptions options;
         options.user_agent = "transport_test/1";
         auto t = fieldsync::make_websocket_transport(options);
         auto rec = std::make_shared<Recorder>();
-        t->connect("ws://127.0.0.1:" + std::to_string(server.port()) + "/wrong", {{"X-Tablet", "7"}}, rec);
+        t->connect("ws://127.0.0.1:" + std::to_string(server.port()) + "/wrong",
+                   {{"X-Tablet", "7"}}, rec);
         auto c = rec->wait_closed();
         REQUIRE(c.has_value());
         CHECK(c->error.code == transport_errc::handshake_failed);
@@ -213,7 +216,8 @@ TEST_CASE("Transport: the WebSocket transport reports failures as on_closed with
         std::atomic<bool> done{false};
         RawServer server([&](int fd) {
             (void)read_request(fd);
-            while (!done) std::this_thread::sleep_for(10ms);
+            while (!done)
+                std::this_thread::sleep_for(10ms);
         });
         fieldsync::WebSocketOptions options;
         options.connect_timeout_ms = 300;
@@ -257,7 +261,8 @@ TEST_CASE("Transport: the WebSocket transport reports failures as on_closed with
         std::atomic<bool> done{false};
         RawServer server([&](int fd) {
             (void)read_request(fd);
-            while (!done) std::this_thread::sleep_for(10ms);
+            while (!done)
+                std::this_thread::sleep_for(10ms);
         });
         auto t = fieldsync::make_websocket_transport();
         auto rec = std::make_shared<Recorder>();
@@ -274,7 +279,8 @@ TEST_CASE("Transport: the WebSocket transport reports failures as on_closed with
         std::atomic<bool> done{false};
         RawServer server([&](int fd) {
             (void)read_request(fd);
-            while (!done) std::this_thread::sleep_for(10ms);
+            while (!done)
+                std::this_thread::sleep_for(10ms);
         });
         auto rec = std::make_shared<Recorder>();
         {

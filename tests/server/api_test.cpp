@@ -60,7 +60,9 @@ json::value parse(const std::string& s) {
     return v;
 }
 
-std::string str(const json::value& v) { return std::string(v.as_string()); }
+std::string str(const json::value& v) {
+    return std::string(v.as_string());
+}
 
 // One simulated tablet: a sync session on the worker, with the replies it received.
 struct Tablet {
@@ -88,7 +90,8 @@ struct Tablet {
     void send(const p::Message& msg) { worker->frame(sid, p::encode_message(msg)); }
     p::Message next() {
         std::unique_lock lock(m);
-        const bool got = cv.wait_for(lock, std::chrono::seconds(10), [&] { return !inbox.empty(); });
+        const bool got =
+            cv.wait_for(lock, std::chrono::seconds(10), [&] { return !inbox.empty(); });
         REQUIRE_MESSAGE(got, "no reply within 10 s");
         p::Message msg = std::move(inbox.front());
         inbox.erase(inbox.begin());
@@ -115,10 +118,12 @@ struct Tablet {
     void push(std::vector<p::RecordState> records) {
         p::Push push;
         push.batch = ++batch;
-        for (auto& r : records) push.items.push_back(p::PushItem{1, std::move(r)});
+        for (auto& r : records)
+            push.items.push_back(p::PushItem{1, std::move(r)});
         send(push);
         auto ack = next_as<p::PushAck>();
-        for (const auto& r : ack.results) REQUIRE_MESSAGE(r.ok, r.code << ": " << r.reason);
+        for (const auto& r : ack.results)
+            REQUIRE_MESSAGE(r.ok, r.code << ": " << r.reason);
     }
     // Pulls everything; afterwards the session is live.
     void pull_all() {
@@ -126,7 +131,8 @@ struct Tablet {
         for (int guard = 0; guard < 100; ++guard) {
             send(p::Pull{since, 500});
             p::Message msg = next();
-            while (std::holds_alternative<p::Revoke>(msg)) msg = next();
+            while (std::holds_alternative<p::Revoke>(msg))
+                msg = next();
             REQUIRE(std::holds_alternative<p::Changes>(msg));
             auto& c = std::get<p::Changes>(msg);
             since = c.cursor;
@@ -149,8 +155,9 @@ public:
         REQUIRE_MESSAGE(schema.ok(), (schema.ok() ? "" : schema.error().message));
         Store& s = **store;
         REQUIRE(s.put_schema(schema->version(), schema_json));
-        for (const char* code : {"ordos", "ordos/ejin-horo", "ordos/ejin-horo/altan-xire", village_a,
-                                 village_b, "ordos/hanggin", "ordos/hanggin/xini", village_h}) {
+        for (const char* code :
+             {"ordos", "ordos/ejin-horo", "ordos/ejin-horo/altan-xire", village_a, village_b,
+              "ordos/hanggin", "ordos/hanggin/xini", village_h}) {
             Area a;
             a.code = code;
             const std::string c = code;
@@ -206,7 +213,8 @@ public:
         if (!token.empty()) r.authorization = "Bearer " + token;
         auto promise = std::make_shared<std::promise<HttpResponse>>();
         auto future = promise->get_future();
-        api->handle(std::move(r), [promise](HttpResponse resp) { promise->set_value(std::move(resp)); });
+        api->handle(std::move(r),
+                    [promise](HttpResponse resp) { promise->set_value(std::move(resp)); });
         REQUIRE_MESSAGE(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready,
                         "no response within 10 s for " << method << " " << target);
         return future.get();
@@ -232,8 +240,9 @@ public:
         return e;
     }
     std::string login(const std::string& user) {
-        json::value v = expect(200, "POST", "/api/login",
-                               R"({"user":")" + user + R"(","password":")" + user + R"(-password"})");
+        json::value v =
+            expect(200, "POST", "/api/login",
+                   R"({"user":")" + user + R"(","password":")" + user + R"(-password"})");
         return str(v.at("token"));
     }
 
@@ -412,7 +421,8 @@ TEST_CASE("API: login, me and logout") {
         CHECK(str(e.at("message")).find("revoked") != std::string::npos);
         auto r = f.call("GET", "/api/me", "", token);
         bool www = false;
-        for (const auto& [k, val] : r.headers) www = www || k == "WWW-Authenticate";
+        for (const auto& [k, val] : r.headers)
+            www = www || k == "WWW-Authenticate";
         CHECK(www);
     }
     SUBCASE("the token expires") {
@@ -471,7 +481,8 @@ TEST_CASE("API: login throttling per user and per address") {
     Fixture f;
     const std::string bad = R"({"user":"enum-a","password":"wrong-password"})";
     const std::string good = R"({"user":"enum-a","password":"enum-a-password"})";
-    for (int i = 0; i < 5; ++i) f.expect(401, "POST", "/api/login", bad);
+    for (int i = 0; i < 5; ++i)
+        f.expect(401, "POST", "/api/login", bad);
     SUBCASE("the user is locked, even with the right password, and told when to retry") {
         HttpResponse r = f.call("POST", "/api/login", good);
         CHECK(r.status == 429);
@@ -480,7 +491,8 @@ TEST_CASE("API: login throttling per user and per address") {
         CHECK(str(e.at("message")).find("retry in 30 s") != std::string::npos);
         CHECK(e.at("retry_after_seconds").to_number<std::int64_t>() == 30);
         bool retry_after = false;
-        for (const auto& [k, v] : r.headers) retry_after = retry_after || (k == "Retry-After" && v == "30");
+        for (const auto& [k, v] : r.headers)
+            retry_after = retry_after || (k == "Retry-After" && v == "30");
         CHECK(retry_after);
         // From another address too: the user key is locked.
         CHECK(f.call("POST", "/api/login", good, "", "application/json", "10.9.9.9").status == 429);
@@ -488,8 +500,7 @@ TEST_CASE("API: login throttling per user and per address") {
         CHECK(f.call("POST", "/api/login", good).status == 200);
     }
     SUBCASE("the address is locked for other users too") {
-        CHECK(f.call("POST", "/api/login",
-                      R"({"user":"enum-a2","password":"enum-a2-password"})")
+        CHECK(f.call("POST", "/api/login", R"({"user":"enum-a2","password":"enum-a2-password"})")
                   .status == 429);
         CHECK(f.call("POST", "/api/login", R"({"user":"enum-a2","password":"enum-a2-password"})",
                      "", "application/json", "10.0.0.2")
@@ -552,8 +563,8 @@ TEST_CASE("API: areas") {
                  admin);
         json::value all = f.expect(200, "GET", "/api/areas", "", admin);
         CHECK(all.at("areas").as_array().size() == 9);
-        f.expect(201, "POST", "/api/areas", R"({"code":"baotou","level":"city","name_en":"Baotou"})",
-                 admin);
+        f.expect(201, "POST", "/api/areas",
+                 R"({"code":"baotou","level":"city","name_en":"Baotou"})", admin);
     }
     SUBCASE("errors") {
         const std::string before = f.fingerprint();
@@ -633,8 +644,8 @@ TEST_CASE("API: users") {
     SUBCASE("create, log in, update, disable") {
         json::value v = f.expect(201, "POST", "/api/users",
                                  R"({"name":"enum-new","display_name":"其其格","role":"enumerator",
-                                     "areas":[")" + std::string(village_b) +
-                                     R"("],"password":"a-long-password"})",
+                                     "areas":[")" +
+                                     std::string(village_b) + R"("],"password":"a-long-password"})",
                                  admin);
         CHECK(str(v.at("user").at("display_name")) == "其其格");
         const std::string token = f.expect(200, "POST", "/api/login",
@@ -654,9 +665,9 @@ TEST_CASE("API: users") {
     }
     SUBCASE("errors leave the users alone") {
         const std::string before = f.fingerprint();
-        auto e = f.error(409, "POST", "/api/users",
-                         R"({"name":"enum-a","role":"enumerator","password":"a-long-password"})",
-                         admin);
+        auto e =
+            f.error(409, "POST", "/api/users",
+                    R"({"name":"enum-a","role":"enumerator","password":"a-long-password"})", admin);
         CHECK(str(e.at("code")) == "duplicate");
         e = f.error(400, "POST", "/api/users",
                     R"({"name":"x1","role":"enumerator","password":"short"})", admin);
@@ -664,13 +675,15 @@ TEST_CASE("API: users") {
         e = f.error(400, "POST", "/api/users",
                     R"({"name":"x1","role":"boss","password":"a-long-password"})", admin);
         CHECK(str(e.at("message")).find("body.role") != std::string::npos);
-        e = f.error(400, "POST", "/api/users",
-                    R"({"name":"x1","role":"enumerator","areas":"ordos","password":"a-long-password"})",
-                    admin);
+        e = f.error(
+            400, "POST", "/api/users",
+            R"({"name":"x1","role":"enumerator","areas":"ordos","password":"a-long-password"})",
+            admin);
         CHECK(str(e.at("message")).find("body.areas") != std::string::npos);
-        e = f.error(400, "POST", "/api/users",
-                    R"({"name":"x1","role":"enumerator","areas":["ordos/nowhere"],"password":"a-long-password"})",
-                    admin);
+        e = f.error(
+            400, "POST", "/api/users",
+            R"({"name":"x1","role":"enumerator","areas":["ordos/nowhere"],"password":"a-long-password"})",
+            admin);
         CHECK(str(e.at("message")).find("body.areas[0]") != std::string::npos);
         e = f.error(400, "POST", "/api/users",
                     R"({"name":"x 1","role":"enumerator","password":"a-long-password"})", admin);
@@ -693,12 +706,15 @@ TEST_CASE("API: users") {
                                             R"({"user":"enum-a","password":"brand-new-password"})")
                                        .at("token"));
         const std::string before = f.fingerprint();
-        f.error(400, "POST", "/api/users/enum-a/password", R"({"password":"another-password"})", t2);
+        f.error(400, "POST", "/api/users/enum-a/password", R"({"password":"another-password"})",
+                t2);
         auto e = f.error(403, "POST", "/api/users/enum-a/password",
                          R"({"password":"another-password","old_password":"wrong-one"})", t2);
         CHECK(str(e.at("message")).find("old_password") != std::string::npos);
-        f.error(403, "POST", "/api/users/enum-a2/password", R"({"password":"another-password"})", t2);
-        f.error(404, "POST", "/api/users/ghost/password", R"({"password":"another-password"})", admin);
+        f.error(403, "POST", "/api/users/enum-a2/password", R"({"password":"another-password"})",
+                t2);
+        f.error(404, "POST", "/api/users/ghost/password", R"({"password":"another-password"})",
+                admin);
         CHECK(f.fingerprint() == before);
         f.expect(200, "POST", "/api/users/enum-a/password",
                  R"({"password":"another-password","old_password":"brand-new-password"})", t2);
@@ -742,7 +758,8 @@ TEST_CASE("API: records are listed, searched and read within scope") {
         for (;; ++pages) {
             json::value page = f.expect(
                 200, "GET", "/api/records?collection=households&limit=5&after=" + after, "", sup);
-            for (const auto& r : page.at("records").as_array()) ids.insert(str(r.at("id")));
+            for (const auto& r : page.at("records").as_array())
+                ids.insert(str(r.at("id")));
             if (page.at("next").is_null()) break;
             after = std::to_string(page.at("next").to_number<std::int64_t>());
             REQUIRE(pages < 10);
@@ -772,7 +789,8 @@ TEST_CASE("API: records are listed, searched and read within scope") {
         CHECK(v.at("next").is_null());
         auto e = f.error(400, "GET", "/api/records?collection=households&field.wealth=1", "", sup);
         CHECK(str(e.at("message")).find("wealth") != std::string::npos);
-        f.error(400, "GET", "/api/records?collection=households&field.poverty_status=rich", "", sup);
+        f.error(400, "GET", "/api/records?collection=households&field.poverty_status=rich", "",
+                sup);
         f.error(400, "GET", "/api/records?field.poverty_status=dibao_line", "", sup);
         f.error(400, "GET", "/api/records?collection=farms", "", sup);
     }
@@ -817,9 +835,9 @@ TEST_CASE("API: supervisors write records through the API") {
     const std::string house_url = "/api/records/households/" + h.id.to_string();
 
     SUBCASE("mark a visit reviewed") {
-        json::value v = f.expect(200, "PUT", visit_url,
-                                 R"({"fields":{"review_status":"approved","review_comment":"核实无误"}})",
-                                 sup);
+        json::value v =
+            f.expect(200, "PUT", visit_url,
+                     R"({"fields":{"review_status":"approved","review_comment":"核实无误"}})", sup);
         CHECK(str(v.at("fields").at("review_status")) == "approved");
         CHECK(str(v.at("fields").at("review_comment")) == "核实无误");
         json::value got = f.expect(200, "GET", visit_url, "", sup);
@@ -844,9 +862,10 @@ TEST_CASE("API: supervisors write records through the API") {
         CHECK(v.at("fields").at("assistance").as_array().size() == 2);
         CHECK(v.at("fields").at("income_per_capita").to_number<std::int64_t>() == 4200);
         CHECK(v.at("fields").at("visit_count").to_number<std::int64_t>() == 2);
-        v = f.expect(200, "PUT", house_url,
-                     R"({"fields":{"assistance":{"add":["lambs_for_ewes"],"remove":["tourism_jobs"]}}})",
-                     sup);
+        v = f.expect(
+            200, "PUT", house_url,
+            R"({"fields":{"assistance":{"add":["lambs_for_ewes"],"remove":["tourism_jobs"]}}})",
+            sup);
         const auto& a = v.at("fields").at("assistance").as_array();
         REQUIRE(a.size() == 2);
         CHECK(str(a.at(0)) == "lambs_for_ewes");
@@ -864,7 +883,8 @@ TEST_CASE("API: supervisors write records through the API") {
     }
     SUBCASE("refusals write nothing") {
         const std::string before = f.fingerprint();
-        f.error(403, "PUT", visit_url, R"({"fields":{"review_status":"approved"}})", f.login("enum-a"));
+        f.error(403, "PUT", visit_url, R"({"fields":{"review_status":"approved"}})",
+                f.login("enum-a"));
         f.error(404, "PUT", visit_url, R"({"fields":{"review_status":"approved"}})",
                 f.login("sup-hanggin"));
         auto e = f.error(400, "PUT", visit_url,
@@ -883,8 +903,8 @@ TEST_CASE("API: supervisors write records through the API") {
         f.error(400, "PUT", house_url, R"({"fields":{"assistance":["flying"]}})", sup);
         f.error(400, "PUT", house_url, R"({"fields":{"assistance":"land_adoption"}})", sup);
         f.error(400, "PUT", house_url, R"({"fields":{"visit_count":3}})", sup);
-        e = f.error(403, "PUT", house_url, std::string(R"({"fields":{"village":")") + village_h + R"("}})",
-                    sup);
+        e = f.error(403, "PUT", house_url,
+                    std::string(R"({"fields":{"village":")") + village_h + R"("}})", sup);
         CHECK(str(e.at("message")).find("outside") != std::string::npos);
         f.error(400, "PUT", house_url, R"({"fields":{}})", sup);
         f.error(400, "PUT", house_url, R"({"values":{}})", sup);
@@ -923,26 +943,44 @@ TEST_CASE("API: conflicts are listed, inspected and resolved") {
 
     SUBCASE("filters and roles") {
         CHECK(f.expect(200, "GET", "/api/conflicts?field=head_name", "", sup)
-                  .at("conflicts").as_array().empty());
+                  .at("conflicts")
+                  .as_array()
+                  .empty());
         CHECK(f.expect(200, "GET", "/api/conflicts?status=resolved", "", sup)
-                  .at("conflicts").as_array().empty());
+                  .at("conflicts")
+                  .as_array()
+                  .empty());
         CHECK(f.expect(200, "GET", std::string("/api/conflicts?area=") + village_a, "", sup)
-                  .at("conflicts").as_array().size() == 1);
+                  .at("conflicts")
+                  .as_array()
+                  .size() == 1);
         CHECK(f.expect(200, "GET", std::string("/api/conflicts?area=") + village_b, "", sup)
-                  .at("conflicts").as_array().empty());
+                  .at("conflicts")
+                  .as_array()
+                  .empty());
         CHECK(f.expect(200, "GET", "/api/conflicts?older_than_days=1", "", sup)
-                  .at("conflicts").as_array().empty());
+                  .at("conflicts")
+                  .as_array()
+                  .empty());
         f.now += 2 * 24 * 3600 * 1000ull;  // (the token expired meanwhile)
         CHECK(f.expect(200, "GET", "/api/conflicts?older_than_days=1", "", f.login("sup-ejin"))
-                  .at("conflicts").as_array().size() == 1);
+                  .at("conflicts")
+                  .as_array()
+                  .size() == 1);
         CHECK(f.expect(200, "GET", "/api/conflicts?offset=1", "", f.login("sup-ejin"))
-                  .at("conflicts").as_array().empty());
+                  .at("conflicts")
+                  .as_array()
+                  .empty());
         f.error(400, "GET", "/api/conflicts?status=maybe", "", f.login("sup-ejin"));
         f.error(403, "GET", "/api/conflicts", "", f.login("enum-a"));
         CHECK(f.expect(200, "GET", "/api/conflicts", "", f.login("sup-hanggin"))
-                  .at("conflicts").as_array().empty());
+                  .at("conflicts")
+                  .as_array()
+                  .empty());
         CHECK(f.expect(200, "GET", "/api/conflicts", "", f.login("admin"))
-                  .at("conflicts").as_array().size() == 1);
+                  .at("conflicts")
+                  .as_array()
+                  .size() == 1);
     }
     SUBCASE("details: values with device and gps, the record, recent visits") {
         json::value d = f.expect(200, "GET", "/api/conflicts/" + id, "", sup);
@@ -977,10 +1015,10 @@ TEST_CASE("API: conflicts are listed, inspected and resolved") {
         const auto& values = d.at("conflict").at("values").as_array();
         for (std::size_t i = 0; i < values.size(); ++i)
             if (str(values[i].at("value")) == "dibao_line") dibao = i;
-        json::value r = f.expect(200, "POST", "/api/conflicts/" + id + "/resolve",
-                                 R"({"choice":)" + std::to_string(dibao) +
-                                     R"(,"note":"checked the dibao certificate"})",
-                                 sup);
+        json::value r = f.expect(
+            200, "POST", "/api/conflicts/" + id + "/resolve",
+            R"({"choice":)" + std::to_string(dibao) + R"(,"note":"checked the dibao certificate"})",
+            sup);
         CHECK(str(r.at("conflict").at("status")) == "resolved");
         CHECK(str(r.at("conflict").at("resolved_by")) == "sup-ejin");
         CHECK(str(r.at("conflict").at("resolution")) == "dibao_line");
@@ -1007,13 +1045,16 @@ TEST_CASE("API: conflicts are listed, inspected and resolved") {
         auto e = f.error(409, "POST", "/api/conflicts/" + id + "/resolve", R"({"choice":0})", sup);
         CHECK(str(e.at("code")) == "already_resolved");
         CHECK(f.expect(200, "GET", "/api/conflicts?status=resolved", "", sup)
-                  .at("conflicts").as_array().size() == 1);
+                  .at("conflicts")
+                  .as_array()
+                  .size() == 1);
     }
     SUBCASE("resolve by value") {
         json::value r = f.expect(200, "POST", "/api/conflicts/" + id + "/resolve",
                                  R"({"value":"marginal"})", sup);
         CHECK(str(r.at("record").at("fields").at("poverty_status")) == "marginal");
-        json::value h = f.expect(200, "GET", "/api/records/households/" + cs.id.to_string(), "", sup);
+        json::value h =
+            f.expect(200, "GET", "/api/records/households/" + cs.id.to_string(), "", sup);
         CHECK(str(h.at("history").at(0).at("user")) == "sup-ejin");
     }
     SUBCASE("refusals write nothing") {
@@ -1055,7 +1096,8 @@ TEST_CASE("API: a delete concurrent with an edit is settled through the API") {
     const std::string sup = f.login("sup-ejin");
     json::value list = f.expect(200, "GET", "/api/conflicts?field=_deleted", "", sup);
     REQUIRE(list.at("conflicts").as_array().size() == 1);
-    const std::string id = std::to_string(list.at("conflicts").at(0).at("id").to_number<std::int64_t>());
+    const std::string id =
+        std::to_string(list.at("conflicts").at(0).at("id").to_number<std::int64_t>());
     const std::string url = "/api/records/households/" + base.id.to_string();
     auto e = f.error(409, "PUT", url, R"({"fields":{"notes":"x"}})", sup);
     CHECK(str(e.at("code")) == "deletion_conflict");
@@ -1067,13 +1109,17 @@ TEST_CASE("API: a delete concurrent with an edit is settled through the API") {
         CHECK(str(r.at("record").at("fields").at("notes")) == "moved to the new house");
     }
     SUBCASE("delete it") {
-        json::value r = f.expect(200, "POST", "/api/conflicts/" + id + "/resolve",
-                                 R"({"value":true})", sup);
+        json::value r =
+            f.expect(200, "POST", "/api/conflicts/" + id + "/resolve", R"({"value":true})", sup);
         CHECK(r.at("record").at("deleted").as_bool());
         CHECK(f.expect(200, "GET", "/api/records?collection=households", "", sup)
-                  .at("records").as_array().empty());
+                  .at("records")
+                  .as_array()
+                  .empty());
         CHECK(f.expect(200, "GET", "/api/records?collection=households&include_deleted=1", "", sup)
-                  .at("records").as_array().size() == 1);
+                  .at("records")
+                  .as_array()
+                  .size() == 1);
     }
 }
 
@@ -1103,7 +1149,10 @@ TEST_CASE("API: devices and overview") {
         CHECK(str(dev.at("last_seen")) == "2023-11-14T22:13:20.000Z");
     }
     CHECK(d.at("last_seq").to_number<std::int64_t>() > 0);
-    CHECK(f.expect(200, "GET", "/api/devices", "", f.login("admin")).at("devices").as_array().size() == 3);
+    CHECK(f.expect(200, "GET", "/api/devices", "", f.login("admin"))
+              .at("devices")
+              .as_array()
+              .size() == 3);
     json::value hd = f.expect(200, "GET", "/api/devices", "", f.login("sup-hanggin"));
     REQUIRE(hd.at("devices").as_array().size() == 1);
     CHECK(hd.at("devices").at(0).at("open_conflicts").to_number<std::int64_t>() == 0);
@@ -1123,8 +1172,10 @@ TEST_CASE("API: devices and overview") {
     CHECK(str(days.at(59).at("date")) == "2023-11-14");
     CHECK(days.at(59).at("count").to_number<std::int64_t>() == 1);
     CHECK(days.at(57).at("count").to_number<std::int64_t>() == 1);
-    CHECK(o.at("visits").at("total").to_number<std::int64_t>() == 2);  // January is outside the window
-    json::value admin = f.expect(200, "GET", "/api/overview?area=ordos%2Fhanggin", "", f.login("admin"));
+    CHECK(o.at("visits").at("total").to_number<std::int64_t>() ==
+          2);  // January is outside the window
+    json::value admin =
+        f.expect(200, "GET", "/api/overview?area=ordos%2Fhanggin", "", f.login("admin"));
     REQUIRE(admin.at("households").at("villages").as_array().size() == 1);
     CHECK(admin.at("households").at("totals").at("not_poor").to_number<std::int64_t>() == 1);
     f.error(403, "GET", "/api/overview", "", f.login("enum-a"));
@@ -1156,7 +1207,8 @@ TEST_CASE("API: export streams CSV and JSON Lines page by page") {
         std::vector<p::RecordState> batch;
         for (std::uint32_t i = 0; i < 250; ++i) {
             const std::uint32_t n = 1000 + b * 250 + i;
-            batch.push_back(household(ts, n, i % 2 ? village_a : village_b, "Head " + std::to_string(n)));
+            batch.push_back(
+                household(ts, n, i % 2 ? village_a : village_b, "Head " + std::to_string(n)));
         }
         ts.push(batch);
     }
@@ -1170,8 +1222,9 @@ TEST_CASE("API: export streams CSV and JSON Lines page by page") {
         CHECK(r.body.empty());
         bool disposition = false;
         for (const auto& [k, v] : r.headers)
-            disposition = disposition || (k == "Content-Disposition" &&
-                                          v == "attachment; filename=\"households-2023-11-14.csv\"");
+            disposition =
+                disposition || (k == "Content-Disposition" &&
+                                v == "attachment; filename=\"households-2023-11-14.csv\"");
         CHECK(disposition);
         Drained d = drain(r.stream);
         CHECK(d.chunks.size() >= 2);
@@ -1182,7 +1235,8 @@ TEST_CASE("API: export streams CSV and JSON Lines page by page") {
               "visit_count,_conflicts");
         CHECK(lines.size() == 1 + 2 + 750);
         std::set<std::string> ids;
-        for (std::size_t i = 1; i < lines.size(); ++i) ids.insert(lines[i].substr(0, 36));
+        for (std::size_t i = 1; i < lines.size(); ++i)
+            ids.insert(lines[i].substr(0, 36));
         CHECK(ids.size() == 752);
         std::string tricky_line, conflict_line;
         for (const auto& l : lines) {
@@ -1203,8 +1257,8 @@ TEST_CASE("API: export streams CSV and JSON Lines page by page") {
         CHECK(conflict_line.find(std::string(",") + village_a + ",false,") != std::string::npos);
     }
     SUBCASE("JSON Lines, scoped by area, with a UTF-8 BOM-free body") {
-        HttpResponse r = f.call("GET",
-                                std::string("/api/export?format=jsonl&area=") + village_b, "", sup);
+        HttpResponse r =
+            f.call("GET", std::string("/api/export?format=jsonl&area=") + village_b, "", sup);
         REQUIRE(r.status == 200);
         CHECK(r.content_type == "application/x-ndjson");
         Drained d = drain(r.stream);
@@ -1231,7 +1285,8 @@ TEST_CASE("API: export streams CSV and JSON Lines page by page") {
         REQUIRE(r.status == 200);
         auto promise = std::make_shared<std::promise<std::optional<std::string>>>();
         auto future = promise->get_future();
-        r.stream->next([promise](std::optional<std::string> c) { promise->set_value(std::move(c)); });
+        r.stream->next(
+            [promise](std::optional<std::string> c) { promise->set_value(std::move(c)); });
         REQUIRE(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
         CHECK(future.get().has_value());
         f.expect(200, "POST", "/api/logout", "", sup);
@@ -1254,19 +1309,26 @@ TEST_CASE("API: schema read and upgrade") {
     auto doc = parse(f.schema_json);
     SUBCASE("a compatible upgrade is stored and takes effect") {
         doc.at("version") = 2;
-        doc.at("collections").at(0).at("fields").as_array().push_back(
-            json::object{{"name", "herd_size"}, {"type", "integer"}, {"merge", "lww"}, {"min", 0}});
+        doc.at("collections")
+            .at(0)
+            .at("fields")
+            .as_array()
+            .push_back(json::object{
+                {"name", "herd_size"}, {"type", "integer"}, {"merge", "lww"}, {"min", 0}});
         json::value r = f.expect(200, "PUT", "/api/schema", json::serialize(doc), admin);
         CHECK(r.at("version").to_number<std::int64_t>() == 2);
         CHECK(r.at("changed").as_bool());
-        CHECK(f.expect(200, "GET", "/api/schema", "", admin).at("version").to_number<std::int64_t>() == 2);
+        CHECK(f.expect(200, "GET", "/api/schema", "", admin)
+                  .at("version")
+                  .to_number<std::int64_t>() == 2);
         CHECK(f.worker->schema().version() == 2);
         f.with_store([&](Store& s) { CHECK(s.current_schema().value()->first == 2); });
         // The new field is writable at once.
         Tablet& ta = f.tablet("enum-a", 1);
         ta.push({household(ta, 1, village_a, "Bater")});
-        json::value w = f.expect(200, "PUT", "/api/records/households/" + id_of(0x01, 1).to_string(),
-                                 R"({"fields":{"herd_size":120}})", f.login("sup-ejin"));
+        json::value w =
+            f.expect(200, "PUT", "/api/records/households/" + id_of(0x01, 1).to_string(),
+                     R"({"fields":{"herd_size":120}})", f.login("sup-ejin"));
         CHECK(w.at("fields").at("herd_size").to_number<std::int64_t>() == 120);
     }
     SUBCASE("putting the same schema again changes nothing") {
@@ -1275,9 +1337,10 @@ TEST_CASE("API: schema read and upgrade") {
     }
     SUBCASE("refusals") {
         const std::string before = f.fingerprint();
-        auto e = f.error(400, "PUT", "/api/schema",
-                         R"({"name":"x","version":2,"collections":[{"name":"a","fields":[{"name":"b","type":"txt","merge":"sets"}]}]})",
-                         admin);
+        auto e = f.error(
+            400, "PUT", "/api/schema",
+            R"({"name":"x","version":2,"collections":[{"name":"a","fields":[{"name":"b","type":"txt","merge":"sets"}]}]})",
+            admin);
         CHECK(str(e.at("code")) == "schema_invalid");
         CHECK(e.at("problems").as_array().size() >= 2);
         e = f.error(400, "PUT", "/api/schema", "{\"name\": ", admin);
@@ -1333,7 +1396,8 @@ TEST_CASE("API: offloaded password work and concurrent requests") {
     CHECK(tokens.size() == 8);
     api.reset();
     std::lock_guard lock(m);
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+        t.join();
 }
 
 TEST_CASE("API: changing an account ends its open sync sessions at once") {
@@ -1352,7 +1416,8 @@ TEST_CASE("API: changing an account ends its open sync sessions at once") {
         t.send(push);
         for (int guard = 0; guard < 20; ++guard) {
             p::Message msg = t.next();
-            if (std::holds_alternative<p::Notify>(msg) || std::holds_alternative<p::Revoke>(msg)) continue;
+            if (std::holds_alternative<p::Notify>(msg) || std::holds_alternative<p::Revoke>(msg))
+                continue;
             REQUIRE(std::holds_alternative<p::PushAck>(msg));
             const auto& ack = std::get<p::PushAck>(msg);
             REQUIRE(ack.results.size() == 1);
@@ -1368,7 +1433,8 @@ TEST_CASE("API: changing an account ends its open sync sessions at once") {
     };
 
     SUBCASE("areas changed: rebootstrap_required, fatal") {
-        f.expect(200, "PUT", "/api/users/enum-a", R"({"areas":[")" + std::string(village_b) + R"("]})", admin);
+        f.expect(200, "PUT", "/api/users/enum-a",
+                 R"({"areas":[")" + std::string(village_b) + R"("]})", admin);
         auto e = fatal_error(a);
         CHECK(e.code == "rebootstrap_required");
         CHECK(e.fatal);
@@ -1387,7 +1453,8 @@ TEST_CASE("API: changing an account ends its open sync sessions at once") {
         CHECK(e.message.find("disabled") != std::string::npos);
     }
     SUBCASE("new password: unauthenticated, fatal") {
-        f.expect(200, "POST", "/api/users/enum-a/password", R"({"password":"a brand new passphrase"})", admin);
+        f.expect(200, "POST", "/api/users/enum-a/password",
+                 R"({"password":"a brand new passphrase"})", admin);
         auto e = fatal_error(a);
         CHECK(e.code == "unauthenticated");
         CHECK(e.message.find("password") != std::string::npos);

@@ -274,12 +274,30 @@ const Row matrix[] = {
 
 const char* const principals[] = {"enumerator", "supervisor", "admin",
                                   "disabled",   "anonymous",  "forged"};
-const char* const operations[] = {
-    "sync.pull",      "sync.push",     "login",          "logout",        "me",
-    "areas.list",     "areas.create",  "areas.import",   "users.list",    "users.create",
-    "users.update",   "users.password", "records.list",  "records.get",   "records.put",
-    "conflicts.list", "conflicts.get", "conflicts.resolve", "devices",     "export.csv",
-    "export.jsonl",   "schema.get",    "schema.put",     "overview"};
+const char* const operations[] = {"sync.pull",
+                                  "sync.push",
+                                  "login",
+                                  "logout",
+                                  "me",
+                                  "areas.list",
+                                  "areas.create",
+                                  "areas.import",
+                                  "users.list",
+                                  "users.create",
+                                  "users.update",
+                                  "users.password",
+                                  "records.list",
+                                  "records.get",
+                                  "records.put",
+                                  "conflicts.list",
+                                  "conflicts.get",
+                                  "conflicts.resolve",
+                                  "devices",
+                                  "export.csv",
+                                  "export.jsonl",
+                                  "schema.get",
+                                  "schema.put",
+                                  "overview"};
 // Operations whose target depends on the scope column (the rest take "-").
 bool scoped(const std::string& op) {
     return op != "login" && op != "logout" && op != "me" && op.rfind("areas.", 0) != 0 &&
@@ -318,7 +336,8 @@ std::string run_sync(Fixture& f, const Row& row, std::uint32_t n) {
         if (op == "sync.pull")
             t.send(p::Pull{0, 100});
         else
-            t.send(p::Push{1, {p::PushItem{1, household(t, 5000 + n, mine ? village_a : village_h)}}});
+            t.send(
+                p::Push{1, {p::PushItem{1, household(t, 5000 + n, mine ? village_a : village_h)}}});
     } else if (who == "forged") {
         t.send(t.make_hello(p::TokenAuth{new_token()}));
     } else if (who == "disabled") {
@@ -328,7 +347,8 @@ std::string run_sync(Fixture& f, const Row& row, std::uint32_t n) {
         if (op == "sync.pull") {
             const p::RecordId target = mine ? f.rec_a : f.rec_h;
             bool found = false;
-            for (const auto& it : t.pull_all()) found = found || it.record.id == target;
+            for (const auto& it : t.pull_all())
+                found = found || it.record.id == target;
             return found ? "sync sees" : "sync hidden";
         }
         auto r = t.push_one(household(t, 5000 + n, mine ? village_a : village_h));
@@ -367,12 +387,13 @@ std::string run_http(Fixture& f, const Row& row, std::uint32_t n) {
     } else if (op == "areas.list") {
         r = f.http("GET", "/api/areas", "", token);
     } else if (op == "areas.create") {
-        r = f.http("POST", "/api/areas", R"({"code":"ordos/otog","level":"banner","name_en":"Otog"})",
-                   token);
+        r = f.http("POST", "/api/areas",
+                   R"({"code":"ordos/otog","level":"banner","name_en":"Otog"})", token);
     } else if (op == "areas.import") {
-        r = f.http("POST", "/api/areas/import",
-                   "code,parent,level,name_en,name_zh\r\nordos/dalad,ordos,banner,Dalad,达拉特旗\r\n",
-                   token, "text/csv");
+        r = f.http(
+            "POST", "/api/areas/import",
+            "code,parent,level,name_en,name_zh\r\nordos/dalad,ordos,banner,Dalad,达拉特旗\r\n",
+            token, "text/csv");
     } else if (op == "users.list") {
         r = f.http("GET", "/api/users", "", token);
     } else if (op == "users.create") {
@@ -437,7 +458,8 @@ std::string run_http(Fixture& f, const Row& row, std::uint32_t n) {
         out += " " + r.code();
     if (r.status == 401) {  // every 401 tells the client how to authenticate
         bool www = false;
-        for (const auto& [k, v] : r.headers) www = www || k == "WWW-Authenticate";
+        for (const auto& [k, v] : r.headers)
+            www = www || k == "WWW-Authenticate";
         CHECK_MESSAGE(www, "401 without WWW-Authenticate");
     }
     return out;
@@ -479,7 +501,8 @@ TEST_CASE("Authorization matrix: every row gets the answer the table says") {
         std::unique_ptr<Fixture> own;
         if (op == "conflicts.resolve") own = std::make_unique<Fixture>();
         Fixture& f = own ? *own : shared;
-        const std::string got = op.rfind("sync.", 0) == 0 ? run_sync(f, row, n) : run_http(f, row, n);
+        const std::string got =
+            op.rfind("sync.", 0) == 0 ? run_sync(f, row, n) : run_http(f, row, n);
         CHECK_MESSAGE(got == row.expect, "row " << row.who << " × " << row.op << " × " << row.scope
                                                 << ": expected \"" << row.expect << "\", got \""
                                                 << got << "\"");

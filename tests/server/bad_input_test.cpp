@@ -138,7 +138,8 @@ p::ErrorMessage refuse_before_hello(Fixture& f, p::Bytes frame, const std::strin
 // An HTTP request that must fail with `status` and `code` and change nothing.
 Reply refuse_http(Fixture& f, unsigned status, const std::string& code, const std::string& method,
                   const std::string& target, const std::string& body = "",
-                  const std::string& token = "", const std::string& content_type = "application/json",
+                  const std::string& token = "",
+                  const std::string& content_type = "application/json",
                   const std::string& authorization = "") {
     auto before = f.dump();
     Reply r = f.http(method, target, body, token, content_type, authorization);
@@ -205,7 +206,9 @@ TEST_CASE("Bad input: a frame over max_frame is refused before it is decoded") {
         auto e = s.refuse(frame, "limit_exceeded");
         CHECK(e.message.find("65536") != std::string::npos);
     }
-    SUBCASE("before hello: fatal") { refuse_before_hello(f, frame, "limit_exceeded"); }
+    SUBCASE("before hello: fatal") {
+        refuse_before_hello(f, frame, "limit_exceeded");
+    }
     SUBCASE("a push whose record state is too big is refused whole") {
         Session s(f);
         auto rec = household(s.t, 101, village_a);
@@ -221,7 +224,8 @@ TEST_CASE("Bad input: nesting deeper than 32 levels") {
     s.refuse(pull_with(1,
                        [](p::CborWriter& w) {
                            w.text("deep");
-                           for (int i = 0; i < 40; ++i) w.array(1);
+                           for (int i = 0; i < 40; ++i)
+                               w.array(1);
                            w.uint(0);
                        }),
              "limit_exceeded", "pull.deep");
@@ -335,7 +339,7 @@ TEST_CASE("Bad input: items of the wrong CBOR type") {
              }),
              "wrong_type");
     s.refuse(cbor([](p::CborWriter& w) { w.array(0); }), "wrong_type");  // not a map
-    s.refuse(cbor([](p::CborWriter& w) {  // "t" is not text
+    s.refuse(cbor([](p::CborWriter& w) {                                 // "t" is not text
                  w.map(1);
                  w.text("t");
                  w.uint(3);
@@ -418,7 +422,8 @@ TEST_CASE("Bad input: unknown keys are skipped, in messages and record states (S
     Fixture f(small_limits());
     SUBCASE("hello with a key from a future version") {
         Tablet& t = f.tablet("enum-a", 60);
-        p::Bytes hello = p::encode_message(t.make_hello(p::PasswordAuth{"enum-a", "enum-a-password"}));
+        p::Bytes hello =
+            p::encode_message(t.make_hello(p::PasswordAuth{"enum-a", "enum-a-password"}));
         // The message map's head: a map of n pairs (n < 24) is one byte 0xa0 + n.
         REQUIRE((hello[0] & 0xe0) == 0xa0);
         hello[0] = static_cast<std::uint8_t>(hello[0] + 1);
@@ -488,11 +493,11 @@ TEST_CASE("Bad input: floats, tags, undefined and indefinite lengths are outside
         return cat(b, limit);
     };
     s.refuse(pull_limit({0xfb, 0x40, 0x24, 0, 0, 0, 0, 0, 0}), "malformed", "pull.limit");  // 10.0
-    s.refuse(pull_limit({0xf9, 0x49, 0x00}), "malformed", "pull.limit");                   // half float
-    s.refuse(pull_limit({0xc1, 0x0a}), "malformed", "pull.limit");                         // tag 1
-    s.refuse(pull_limit({0xf7}), "malformed", "pull.limit");                               // undefined
-    s.refuse(pull_limit({0xf0}), "malformed", "pull.limit");                               // simple(16)
-    s.refuse({0xbf, 0x61, 't', 0x64, 'p', 'u', 'l', 'l', 0xff}, "malformed");             // map(*)
+    s.refuse(pull_limit({0xf9, 0x49, 0x00}), "malformed", "pull.limit");       // half float
+    s.refuse(pull_limit({0xc1, 0x0a}), "malformed", "pull.limit");             // tag 1
+    s.refuse(pull_limit({0xf7}), "malformed", "pull.limit");                   // undefined
+    s.refuse(pull_limit({0xf0}), "malformed", "pull.limit");                   // simple(16)
+    s.refuse({0xbf, 0x61, 't', 0x64, 'p', 'u', 'l', 'l', 0xff}, "malformed");  // map(*)
     s.refuse(pull_with(1,
                        [](p::CborWriter& w) {
                            w.text("zz");
@@ -522,7 +527,8 @@ TEST_CASE("Bad input: ids that are not 16 bytes, or all zeros") {
     Fixture f(small_limits());
     SUBCASE("hello.device of 15 bytes: fatal, no device is bound") {
         Tablet& t = f.tablet("enum-a", 61);
-        p::Bytes hello = p::encode_message(t.make_hello(p::PasswordAuth{"enum-a", "enum-a-password"}));
+        p::Bytes hello =
+            p::encode_message(t.make_hello(p::PasswordAuth{"enum-a", "enum-a-password"}));
         p::Bytes shorter{0x4f};
         shorter.insert(shorter.end(), t.device_id.bytes.begin(), t.device_id.bytes.end() - 1);
         auto e = refuse_before_hello(f, patch(hello, id_bytes(t.device_id), shorter),
@@ -548,7 +554,8 @@ TEST_CASE("Bad input: ids that are not 16 bytes, or all zeros") {
         s.refuse(patch(frame, id_bytes(rec.id), longer), "invalid_value", "push.items[0].rec");
         p::Bytes shorter{0x4f};
         shorter.insert(shorter.end(), s.t.replica.bytes.begin(), s.t.replica.bytes.end() - 1);
-        s.refuse(patch(frame, id_bytes(s.t.replica), shorter), "invalid_value", "push.items[0].rec");
+        s.refuse(patch(frame, id_bytes(s.t.replica), shorter), "invalid_value",
+                 "push.items[0].rec");
     }
 }
 
@@ -644,7 +651,8 @@ TEST_CASE("Bad input: dots of another replica, and dots that skip ahead") {
         auto res = s.t.push_one(r);
         CHECK(res.ok);
         f.with_store([&](Store& st) {
-            auto stored = p::decode_record(st.get_record("households", f.rec_a).value()->state).value();
+            auto stored =
+                p::decode_record(st.get_record("households", f.rec_a).value()->state).value();
             CHECK(stored.context.get(s.t.replica) == 1'000'001);
             CHECK(stored.context.get(id_of(0xe0, 1)) == 2);  // the other tablets' counters:
             CHECK(stored.context.get(id_of(0xe0, 2)) == 1);  // untouched
@@ -690,7 +698,8 @@ TEST_CASE("Bad input: rewriting a write the server already holds, under its old 
             for (auto& [name, st] : r.fields) {
                 if (auto* l = std::get_if<p::LwwState>(&st)) l->entry.ts = ts;
                 if (auto* rv = std::get_if<p::ReviewState>(&st))
-                    for (auto& e : rv->entries) e.ts = ts;
+                    for (auto& e : rv->entries)
+                        e.ts = ts;
             }
             return r;
         };
@@ -703,7 +712,8 @@ TEST_CASE("Bad input: rewriting a write the server already holds, under its old 
         auto restamped = with_ts(mine, p::HlcTimestamp::from_parts(t0 - 500, 0));
         CHECK(s.t.push_one(restamped).ok);
         f.with_store([&](Store& st) {
-            auto stored = p::decode_record(st.get_record("households", mine.id).value()->state).value();
+            auto stored =
+                p::decode_record(st.get_record("households", mine.id).value()->state).value();
             CHECK(stored == restamped);
         });
     }
@@ -764,13 +774,14 @@ TEST_CASE("Bad input: text with control characters and SQL is stored literally, 
     CHECK(after.at("users") == s.before.at("users"));
     CHECK(after.at("records").rfind("3 rows", 0) == 0);  // 2 seeded + this one
     // The API gives back exactly what was written.
-    Reply r = f.http("GET", "/api/records/households/" + rec.id.to_string(), "",
-                     f.token_for("enum-a"));
+    Reply r =
+        f.http("GET", "/api/records/households/" + rec.id.to_string(), "", f.token_for("enum-a"));
     REQUIRE(r.status == 200);
     CHECK(r.body.at("fields").at("head_name").as_string() == head);
     CHECK(r.body.at("fields").at("notes").as_string() == notes);
     SUBCASE("through the API too") {
-        const std::string sql = "x' OR '1'='1'; UPDATE users SET role='admin' WHERE name='enum-a';--";
+        const std::string sql =
+            "x' OR '1'='1'; UPDATE users SET role='admin' WHERE name='enum-a';--";
         Reply put = f.http("PUT", "/api/records/households/" + rec.id.to_string(),
                            json::serialize(json::object{{"fields", json::object{{"notes", sql}}}}),
                            f.token_for("sup-ejin"));
@@ -813,16 +824,18 @@ TEST_CASE("Bad input: text a spreadsheet would run is exported as text") {
 TEST_CASE("Bad input: malformed JSON bodies") {
     Fixture f(small_limits());
     const std::string admin = f.token_for("admin");
-    auto r = refuse_http(f, 400, "invalid_json", "POST", "/api/login", "{\"user\": \"enum-a\",\n  \"password\":");
+    auto r = refuse_http(f, 400, "invalid_json", "POST", "/api/login",
+                         "{\"user\": \"enum-a\",\n  \"password\":");
     CHECK(r.body.at("error").at("line").to_number<std::int64_t>() == 2);
     CHECK(r.body.at("error").at("column").is_number());
     refuse_http(f, 400, "invalid_json", "POST", "/api/login", R"({"user":"a","password":"b"} x)");
     refuse_http(f, 400, "invalid_json", "POST", "/api/login", "");
     refuse_http(f, 400, "invalid_json", "POST", "/api/login", "   \r\n");
     refuse_http(f, 400, "invalid_json", "POST", "/api/login", R"({"user":'enum-a'})");
-    refuse_http(f, 400, "invalid_json", "POST", "/api/login", "{\"user\":\"\xc3\x28\",\"password\":\"x\"}");
-    refuse_http(f, 400, "invalid_json", "POST", "/api/users", std::string(40, '[') + std::string(40, ']'),
-                admin);
+    refuse_http(f, 400, "invalid_json", "POST", "/api/login",
+                "{\"user\":\"\xc3\x28\",\"password\":\"x\"}");
+    refuse_http(f, 400, "invalid_json", "POST", "/api/users",
+                std::string(40, '[') + std::string(40, ']'), admin);
     refuse_http(f, 400, "invalid_json", "POST", "/api/users", std::string(100000 / 2, '['), admin);
 }
 
@@ -831,17 +844,21 @@ TEST_CASE("Bad input: JSON of the wrong types") {
     const std::string admin = f.token_for("admin");
     const std::string sup = f.token_for("sup-ejin");
     auto msg = [](const Reply& r) { return r.message(); };
-    CHECK(msg(refuse_http(f, 400, "bad_request", "POST", "/api/login", R"({"user":5,"password":"x"})"))
+    CHECK(msg(refuse_http(f, 400, "bad_request", "POST", "/api/login",
+                          R"({"user":5,"password":"x"})"))
               .find("body.user: expected a string, got a number") != std::string::npos);
     CHECK(msg(refuse_http(f, 400, "bad_request", "POST", "/api/login", R"(["enum-a","x"])"))
               .find("body: expected a JSON object, got an array") != std::string::npos);
-    CHECK(msg(refuse_http(f, 400, "bad_request", "POST", "/api/users",
-                          R"({"name":"n1","role":"enumerator","areas":"ordos","password":"a long passphrase"})",
-                          admin))
-              .find("body.areas: expected an array of strings, got a string") != std::string::npos);
-    CHECK(msg(refuse_http(f, 400, "bad_request", "POST", "/api/users",
-                          R"({"name":"n1","role":"enumerator","areas":[1],"password":"a long passphrase"})",
-                          admin))
+    CHECK(
+        msg(refuse_http(
+                f, 400, "bad_request", "POST", "/api/users",
+                R"({"name":"n1","role":"enumerator","areas":"ordos","password":"a long passphrase"})",
+                admin))
+            .find("body.areas: expected an array of strings, got a string") != std::string::npos);
+    CHECK(msg(refuse_http(
+                  f, 400, "bad_request", "POST", "/api/users",
+                  R"({"name":"n1","role":"enumerator","areas":[1],"password":"a long passphrase"})",
+                  admin))
               .find("body.areas[0]: expected a string") != std::string::npos);
     refuse_http(f, 400, "bad_request", "PUT", "/api/users/enum-h", R"({"disabled":"yes"})", admin);
     refuse_http(f, 400, "bad_request", "PUT", "/api/users/enum-h", R"({"disabled":null})", admin);
@@ -849,16 +866,20 @@ TEST_CASE("Bad input: JSON of the wrong types") {
                          "/api/records/households/" + f.rec_a.to_string(),
                          R"({"fields":{"members_count":"five"}})", sup);
     CHECK(v.body.at("error").at("field").as_string() == "members_count");
-    refuse_http(f, 400, "validation_failed", "PUT", "/api/records/households/" + f.rec_a.to_string(),
+    refuse_http(f, 400, "validation_failed", "PUT",
+                "/api/records/households/" + f.rec_a.to_string(),
                 R"({"fields":{"members_count":1.5}})", sup);
-    refuse_http(f, 400, "validation_failed", "PUT", "/api/records/households/" + f.rec_a.to_string(),
+    refuse_http(f, 400, "validation_failed", "PUT",
+                "/api/records/households/" + f.rec_a.to_string(),
                 R"({"fields":{"poverty_status":"rich"}})", sup);
     refuse_http(f, 400, "bad_request", "PUT", "/api/records/households/" + f.rec_a.to_string(),
                 R"({"fields":"poverty_status"})", sup);
     refuse_http(f, 400, "bad_request", "POST",
-                "/api/conflicts/" + std::to_string(f.conflict_a) + "/resolve", R"({"choice":"1"})", sup);
+                "/api/conflicts/" + std::to_string(f.conflict_a) + "/resolve", R"({"choice":"1"})",
+                sup);
     refuse_http(f, 400, "bad_request", "POST",
-                "/api/conflicts/" + std::to_string(f.conflict_a) + "/resolve", R"({"choice":99})", sup);
+                "/api/conflicts/" + std::to_string(f.conflict_a) + "/resolve", R"({"choice":99})",
+                sup);
     refuse_http(f, 400, "bad_request", "POST",
                 "/api/conflicts/" + std::to_string(f.conflict_a) + "/resolve",
                 R"({"choice":0,"value":"dibao_line"})", sup);
@@ -872,8 +893,9 @@ TEST_CASE("Bad input: unknown keys in JSON bodies are errors, not ignored") {
               .message()
               .find("body.role: unknown key") != std::string::npos);
     refuse_http(f, 400, "bad_request", "PUT", "/api/users/enum-h", R"({"diabled":true})", admin);
-    refuse_http(f, 400, "validation_failed", "PUT", "/api/records/households/" + f.rec_a.to_string(),
-                R"({"fields":{"is_admin":true}})", admin);
+    refuse_http(f, 400, "validation_failed", "PUT",
+                "/api/records/households/" + f.rec_a.to_string(), R"({"fields":{"is_admin":true}})",
+                admin);
 }
 
 TEST_CASE("Bad input: a body over max_body_bytes") {
@@ -915,22 +937,25 @@ TEST_CASE("Bad input: hostile paths on the API") {
     refuse_http(f, 404, "not_found", "GET", "/api/conflicts/-1", "", admin);
     refuse_http(f, 404, "not_found", "GET", "/api/conflicts/1e3", "", admin);
     refuse_http(f, 404, "not_found", "GET", "/api/conflicts/99999999999999999999", "", admin);
-    refuse_http(f, 404, "not_found", "PUT", "/api/users/..%2Fadmin", R"({"display_name":"x"})", admin);
+    refuse_http(f, 404, "not_found", "PUT", "/api/users/..%2Fadmin", R"({"display_name":"x"})",
+                admin);
     refuse_http(f, 404, "not_found", "GET", "/api/../console/index.html", "", admin);
     refuse_http(f, 400, "bad_request", "GET", "/api/records/households/%ff", "", admin);
     refuse_http(f, 400, "bad_request", "GET", "/api/records/households/%00", "", admin);
     auto r = refuse_http(f, 405, "method_not_allowed", "DELETE", "/api/users", "", admin);
     bool allow = false;
-    for (const auto& [k, v] : r.headers) allow = allow || k == "Allow";
+    for (const auto& [k, v] : r.headers)
+        allow = allow || k == "Allow";
     CHECK(allow);
 }
 
 TEST_CASE("Bad input: SQL in user names and logins") {
     Fixture f(small_limits());
     const std::string admin = f.token_for("admin");
-    refuse_http(f, 400, "validation_failed", "POST", "/api/users",
-                R"({"name":"x'; DROP TABLE users; --","role":"admin","password":"a long passphrase"})",
-                admin);
+    refuse_http(
+        f, 400, "validation_failed", "POST", "/api/users",
+        R"({"name":"x'; DROP TABLE users; --","role":"admin","password":"a long passphrase"})",
+        admin);
     refuse_http(f, 401, "unauthenticated", "POST", "/api/login",
                 R"({"user":"' OR '1'='1","password":"' OR '1'='1"})");
     refuse_http(f, 401, "unauthenticated", "POST", "/api/login",
@@ -963,12 +988,15 @@ TEST_CASE("Bad input: expired, revoked, forged and malformed tokens") {
         const std::string revoked = f.token_for("sup-ejin");
         REQUIRE(f.http("POST", "/api/logout", "", revoked).status == 200);
         f.now += 61 * 1000;
-        CHECK(refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", expiring).message().find("expired") !=
-              std::string::npos);
-        CHECK(refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", revoked).message().find("revoked") !=
-              std::string::npos);
-        CHECK(refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", new_token()).message().find("not valid") !=
-              std::string::npos);
+        CHECK(refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", expiring)
+                  .message()
+                  .find("expired") != std::string::npos);
+        CHECK(refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", revoked)
+                  .message()
+                  .find("revoked") != std::string::npos);
+        CHECK(refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", new_token())
+                  .message()
+                  .find("not valid") != std::string::npos);
         const std::string good = f.token_for("sup-ejin");
         // The hash of a token is not a token (a copy of the tokens table hands out nothing).
         refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", token_hash(good));
@@ -977,7 +1005,8 @@ TEST_CASE("Bad input: expired, revoked, forged and malformed tokens") {
                     "Basic c3VwLWVqaW46c3VwLWVqaW4tcGFzc3dvcmQ=");
         refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", "", "application/json",
                     "Bearer " + std::string(600, 'a'));
-        refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", "", "application/json", "Bearer");
+        refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", "", "application/json",
+                    "Bearer");
         refuse_http(f, 401, "unauthenticated", "GET", "/api/me", "", "", "application/json",
                     "Bearer \xff\xfe");
         CHECK(f.http("GET", "/api/me", "", good).status == 200);  // the control
@@ -1042,12 +1071,28 @@ TEST_CASE("Bad input: path traversal on the static console route") {
     CHECK(served("app.js?x=../../secret.txt") == "js");  // the query is not part of the path
     CHECK(served("%61pp.js") == "js");
     // Refused, all alike.
-    for (const char* bad :
-         {"../secret.txt", "..", "sub/../../secret.txt", "%2e%2e/secret.txt", "%2E%2E%2Fsecret.txt",
-          "sub/%2e%2e/%2e%2e/secret.txt", "..%2fsecret.txt", "..%5csecret.txt", "..\\secret.txt",
-          "sub\\..\\..\\secret.txt", ".git/config", ".env", "%2egit/config", "app.js%00.png",
-          "app.js%00", "%zz", "%2", "%", "/etc/passwd", "%2fetc%2fpasswd", "missing.html",
-          "sub/../../console/../secret.txt"}) {
+    for (const char* bad : {"../secret.txt",
+                            "..",
+                            "sub/../../secret.txt",
+                            "%2e%2e/secret.txt",
+                            "%2E%2E%2Fsecret.txt",
+                            "sub/%2e%2e/%2e%2e/secret.txt",
+                            "..%2fsecret.txt",
+                            "..%5csecret.txt",
+                            "..\\secret.txt",
+                            "sub\\..\\..\\secret.txt",
+                            ".git/config",
+                            ".env",
+                            "%2egit/config",
+                            "app.js%00.png",
+                            "app.js%00",
+                            "%zz",
+                            "%2",
+                            "%",
+                            "/etc/passwd",
+                            "%2fetc%2fpasswd",
+                            "missing.html",
+                            "sub/../../console/../secret.txt"}) {
         CAPTURE(bad);
         CHECK(served(bad) == "<refused>");
     }

@@ -13,8 +13,8 @@
 
 #include <doctest/doctest.h>
 
-#include <boost/json.hpp>
 #include <sqlite3.h>
+#include <boost/json.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -144,7 +144,8 @@ struct Tablet {
     p::PushAck push(std::vector<p::RecordState> records, std::uint64_t sv = 1) {
         p::Push push;
         push.batch = ++batch;
-        for (auto& r : records) push.items.push_back(p::PushItem{sv, std::move(r)});
+        for (auto& r : records)
+            push.items.push_back(p::PushItem{sv, std::move(r)});
         send(push);
         auto ack = next_as<p::PushAck>();
         CHECK(ack.batch == push.batch);
@@ -170,7 +171,8 @@ struct Tablet {
                 FAIL("pull answered with error " << e->code << ": " << e->message);
             REQUIRE(std::holds_alternative<p::Changes>(msg));
             auto& c = std::get<p::Changes>(msg);
-            for (auto& it : c.items) all.push_back(std::move(it));
+            for (auto& it : c.items)
+                all.push_back(std::move(it));
             since = c.cursor;
             if (!c.more) break;
         }
@@ -180,8 +182,7 @@ struct Tablet {
 
 /// A household record written by `t` (its replica, its user) in `village`.
 inline p::RecordState household(const Tablet& t, std::uint32_t n, const std::string& village,
-                                const std::string& head = "Bater",
-                                std::uint64_t at = t0 - 60000) {
+                                const std::string& head = "Bater", std::uint64_t at = t0 - 60000) {
     p::RecordState s;
     s.collection = "households";
     s.id = id_of(0x01, n);
@@ -419,9 +420,10 @@ public:
                 ++n;
                 for (int c = 0; c < sqlite3_column_count(st); ++c) {
                     if (sqlite3_column_type(st, c) == SQLITE_BLOB) {
-                        const auto* b = static_cast<const std::uint8_t*>(sqlite3_column_blob(st, c));
-                        rows += p::to_hex(p::ByteView(b, static_cast<std::size_t>(
-                                                             sqlite3_column_bytes(st, c))));
+                        const auto* b =
+                            static_cast<const std::uint8_t*>(sqlite3_column_blob(st, c));
+                        rows += p::to_hex(
+                            p::ByteView(b, static_cast<std::size_t>(sqlite3_column_bytes(st, c))));
                     } else if (const auto* txt = sqlite3_column_text(st, c)) {
                         rows += reinterpret_cast<const char*>(txt);
                     }

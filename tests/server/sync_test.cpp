@@ -81,7 +81,8 @@ struct Tablet {
     // Waits for the next message (bounded), and returns it.
     p::Message next() {
         std::unique_lock lock(m);
-        const bool got = cv.wait_for(lock, std::chrono::seconds(10), [&] { return !inbox.empty(); });
+        const bool got =
+            cv.wait_for(lock, std::chrono::seconds(10), [&] { return !inbox.empty(); });
         REQUIRE_MESSAGE(got, "no reply within 10 s");
         p::Message msg = std::move(inbox.front());
         inbox.erase(inbox.begin());
@@ -91,7 +92,8 @@ struct Tablet {
     T next_as() {
         p::Message msg = next();
         if (auto* e = std::get_if<p::ErrorMessage>(&msg); e && !std::is_same_v<T, p::ErrorMessage>)
-            FAIL("expected " << typeid(T).name() << ", got error " << e->code << ": " << e->message);
+            FAIL("expected " << typeid(T).name() << ", got error " << e->code << ": "
+                             << e->message);
         REQUIRE(std::holds_alternative<T>(msg));
         return std::get<T>(std::move(msg));
     }
@@ -115,7 +117,8 @@ struct Tablet {
     p::PushAck push(std::vector<p::RecordState> records, std::uint64_t sv = 1) {
         p::Push push;
         push.batch = ++batch;
-        for (auto& r : records) push.items.push_back(p::PushItem{sv, std::move(r)});
+        for (auto& r : records)
+            push.items.push_back(p::PushItem{sv, std::move(r)});
         send(push);
         auto ack = next_as<p::PushAck>();
         CHECK(ack.batch == push.batch);
@@ -130,11 +133,13 @@ struct Tablet {
         for (int guard = 0; guard < 1000; ++guard) {
             send(p::Pull{since, limit});
             p::Message msg = next();
-            while (std::holds_alternative<p::Revoke>(msg)) msg = next();
+            while (std::holds_alternative<p::Revoke>(msg))
+                msg = next();
             REQUIRE(std::holds_alternative<p::Changes>(msg));
             auto& c = std::get<p::Changes>(msg);
             CHECK(c.since == since);
-            for (auto& it : c.items) all.push_back(std::move(it));
+            for (auto& it : c.items)
+                all.push_back(std::move(it));
             since = c.cursor;
             if (pages) ++*pages;
             if (!c.more) break;
@@ -151,13 +156,15 @@ public:
         fs::create_directories(dir);
         auto store = open_sqlite_store(dir / "server.db");
         REQUIRE_MESSAGE(store.ok(), (store.ok() ? "" : store.error().message));
-        schema_json = read_file(fs::path(FIELDSYNC_SOURCE_DIR) / "protocol/schemas/household-survey.json");
+        schema_json =
+            read_file(fs::path(FIELDSYNC_SOURCE_DIR) / "protocol/schemas/household-survey.json");
         auto schema = p::Schema::load(schema_json);
         REQUIRE_MESSAGE(schema.ok(), (schema.ok() ? "" : schema.error().message));
         Store& s = **store;
         REQUIRE(s.put_schema(schema->version(), schema_json));
-        for (const char* code : {"ordos", "ordos/ejin-horo", "ordos/ejin-horo/altan-xire", village_a,
-                                 village_b, "ordos/hanggin", "ordos/hanggin/xini", other_banner_village}) {
+        for (const char* code :
+             {"ordos", "ordos/ejin-horo", "ordos/ejin-horo/altan-xire", village_a, village_b,
+              "ordos/hanggin", "ordos/hanggin/xini", other_banner_village}) {
             Area a;
             a.code = code;
             const std::string c = code;
@@ -391,9 +398,11 @@ TEST_CASE("Sync: pulls are paged and resume from a cursor") {
     Fixture f;
     Tablet& a = f.connect("enum-a", 1);
     std::vector<p::RecordState> recs;
-    for (std::uint32_t i = 0; i < 25; ++i) recs.push_back(new_household(a, 100 + i, village_a));
+    for (std::uint32_t i = 0; i < 25; ++i)
+        recs.push_back(new_household(a, 100 + i, village_a));
     auto ack = a.push(recs);
-    for (const auto& r : ack.results) CHECK(r.ok);
+    for (const auto& r : ack.results)
+        CHECK(r.ok);
     Tablet& b = f.connect("enum-a2", 2);
     int pages = 0;
     auto [first, cursor] = b.pull_all(0, 10, &pages);
@@ -492,17 +501,21 @@ TEST_CASE("Sync: pushes outside the rules are refused per item and change nothin
         REQUIRE(ack.results.size() == 1);
         CHECK_FALSE(ack.results[0].ok);
         CHECK(ack.results[0].code == code);
-        CHECK_MESSAGE(ack.results[0].reason.find(words) != std::string::npos, ack.results[0].reason);
+        CHECK_MESSAGE(ack.results[0].reason.find(words) != std::string::npos,
+                      ack.results[0].reason);
     };
     SUBCASE("outside the enumerator's villages") {
-        expect_rejected(new_household(a, 2, other_banner_village), "forbidden", "outside your assigned areas");
+        expect_rejected(new_household(a, 2, other_banner_village), "forbidden",
+                        "outside your assigned areas");
     }
     SUBCASE("another replica's writes (forged dots)") {
         auto forged = new_household(b, 3, village_a);  // made with enum-b's replica
         for (auto& [name, st] : forged.fields)
             if (p::rule_of(st) == p::MergeRule::review)
-                for (auto& e : std::get<p::ReviewState>(st).entries) e.by = "enum-a";
-        if (auto* l = std::get_if<p::LwwState>(&forged.fields.at("village"))) l->entry.by = "enum-a";
+                for (auto& e : std::get<p::ReviewState>(st).entries)
+                    e.by = "enum-a";
+        if (auto* l = std::get_if<p::LwwState>(&forged.fields.at("village")))
+            l->entry.by = "enum-a";
         expect_rejected(forged, "forbidden", "may only introduce writes of its own replica");
     }
     SUBCASE("signed by another user") {
@@ -511,8 +524,8 @@ TEST_CASE("Sync: pushes outside the rules are refused per item and change nothin
         expect_rejected(r, "forbidden", "signed by");
     }
     SUBCASE("stamped a year ahead") {
-        expect_rejected(new_household(a, 5, village_a, t0 + 365ull * 24 * 3600 * 1000), "clock_drift",
-                        "ahead of the server's clock");
+        expect_rejected(new_household(a, 5, village_a, t0 + 365ull * 24 * 3600 * 1000),
+                        "clock_drift", "ahead of the server's clock");
     }
     SUBCASE("invalid against the schema") {
         auto r = new_household(a, 6, village_a);
@@ -537,11 +550,13 @@ TEST_CASE("Sync: the scope digest matches the device's own") {
     Fixture f;
     Tablet& a = f.connect("enum-a", 1);
     std::vector<p::RecordState> recs;
-    for (std::uint32_t i = 0; i < 5; ++i) recs.push_back(new_household(a, i, village_a));
+    for (std::uint32_t i = 0; i < 5; ++i)
+        recs.push_back(new_household(a, i, village_a));
     a.push(recs);
     auto [items, cursor] = a.pull_all(0);
     p::ScopeDigest mine;
-    for (const auto& it : items) mine.add(it.record);
+    for (const auto& it : items)
+        mine.add(it.record);
     a.send(p::DigestRequest{});
     auto d = a.next_as<p::Digest>();
     CHECK(d.count == 5);

@@ -76,9 +76,9 @@ const std::string& schema_json() {
 }
 
 constexpr std::uint64_t t_start = 1'700'000'000'000;
-const std::vector<std::string> villages = {
-    "ordos/ejin-horo/altan-xire/longhuqu", "ordos/ejin-horo/altan-xire/hashatu",
-    "ordos/ejin-horo/altan-xire/nalinxili"};
+const std::vector<std::string> villages = {"ordos/ejin-horo/altan-xire/longhuqu",
+                                           "ordos/ejin-horo/altan-xire/hashatu",
+                                           "ordos/ejin-horo/altan-xire/nalinxili"};
 const char* statuses[] = {"national_line", "dibao_line", "marginal", "not_poor", "exited"};
 const char* modes[] = {"land_adoption", "entrusted_breeding", "lambs_for_ewes", "tourism_jobs"};
 
@@ -94,7 +94,7 @@ struct Conn {
     std::deque<p::Bytes> to_server;
     std::deque<p::Bytes> to_tablet;
     std::map<std::uint64_t, p::Push> pushes;  // batch -> what was pushed (for check 2)
-    bool closing = false;  // the server asked to close after the queued frames
+    bool closing = false;                     // the server asked to close after the queued frames
 };
 
 struct Tablet {
@@ -121,7 +121,8 @@ public:
                                      std::string("ordos/ejin-horo/altan-xire")}) {
                 put_area(s, code);
             }
-            for (const auto& v : villages) put_area(s, v);
+            for (const auto& v : villages)
+                put_area(s, v);
             for (int i = 0; i < enumerators; ++i)
                 add_user(s, "enum-" + std::to_string(i), srv::Role::enumerator,
                          {villages[static_cast<std::size_t>(i) % villages.size()]});
@@ -131,7 +132,8 @@ public:
         int n = 0;
         for (int i = 0; i < enumerators; ++i) {
             const int copies = pick(1, 2);
-            for (int c = 0; c < copies; ++c) add_tablet("enum-" + std::to_string(i), n++);
+            for (int c = 0; c < copies; ++c)
+                add_tablet("enum-" + std::to_string(i), n++);
         }
         add_tablet("sup", n++);
         m_tablets.back().supervisor = true;
@@ -201,9 +203,12 @@ private:
     void open_replica(Tablet& t) {
         fieldsync::ReplicaOptions o;
         const std::int64_t skew = t.skew_ms;
-        o.clock = [this, skew] { return static_cast<std::uint64_t>(static_cast<std::int64_t>(m_now) + skew); };
+        o.clock = [this, skew] {
+            return static_cast<std::uint64_t>(static_cast<std::int64_t>(m_now) + skew);
+        };
         o.random = [ids = t.ids](std::uint8_t* out, std::size_t n) {
-            for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>((*ids)());
+            for (std::size_t i = 0; i < n; ++i)
+                out[i] = static_cast<std::uint8_t>((*ids)());
         };
         auto r = Replica::open(t.file, o);
         REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
@@ -242,16 +247,22 @@ private:
             if (auto* e = std::get_if<p::ErrorMessage>(&*m)) extra = e->code + " " + e->message;
             if (auto* h = std::get_if<p::Hello>(&*m)) extra = "cursor " + std::to_string(h->cursor);
             if (auto* c = std::get_if<p::Changes>(&*m)) {
-                extra = "since " + std::to_string(c->since) + " n=" + std::to_string(c->items.size()) + (c->more ? " more" : "");
-                for (auto& it : c->items) extra += " " + it.record.id.to_string().substr(9, 9);
+                extra = "since " + std::to_string(c->since) +
+                        " n=" + std::to_string(c->items.size()) + (c->more ? " more" : "");
+                for (auto& it : c->items)
+                    extra += " " + it.record.id.to_string().substr(9, 9);
             }
             if (auto* n = std::get_if<p::Notify>(&*m))
-                for (auto& it : n->items) extra += " " + it.record.id.to_string().substr(9, 9);
+                for (auto& it : n->items)
+                    extra += " " + it.record.id.to_string().substr(9, 9);
             if (auto* pu = std::get_if<p::Push>(&*m))
-                for (auto& it : pu->items) extra += " " + it.record.id.to_string().substr(9, 9);
+                for (auto& it : pu->items)
+                    extra += " " + it.record.id.to_string().substr(9, 9);
             if (auto* a = std::get_if<p::PushAck>(&*m))
-                for (auto& r : a->results) extra += r.ok ? " ok" : " " + r.code;
-            if (auto* r = std::get_if<p::Revoke>(&*m)) extra = "n=" + std::to_string(r->records.size());
+                for (auto& r : a->results)
+                    extra += r.ok ? " ok" : " " + r.code;
+            if (auto* r = std::get_if<p::Revoke>(&*m))
+                extra = "n=" + std::to_string(r->records.size());
             if (auto* w = std::get_if<p::Welcome>(&*m)) extra = w->scope.empty() ? "" : w->scope[0];
         }
         MESSAGE("step " << stats.steps << " " << t.file.filename().string() << " " << dir << " "
@@ -324,7 +335,8 @@ private:
                     if (ack.results[i].ok) m_acked.push_back(push.items[i].record);
             }
         }
-        for (auto& f : out.frames) c->to_tablet.push_back(std::move(f));
+        for (auto& f : out.frames)
+            c->to_tablet.push_back(std::move(f));
         if (out.close) c->closing = true;
         if (out.wrote) wake_live_sessions(c.get());
         m_ctx.touched_areas.clear();
@@ -335,21 +347,29 @@ private:
         for (auto& other : m_conns) {
             if (other.get() == except || !other->session->live()) continue;
             bool hit = false;
-            for (const auto& a : touched) hit = hit || other->session->scope().covers(a);
+            for (const auto& a : touched)
+                hit = hit || other->session->scope().covers(a);
             if (!hit) continue;
             if (std::getenv("FIELDSYNC_SIM_TRACE")) {
                 std::string ta;
-                for (const auto& a : touched) ta += a + " ";
-                MESSAGE("wake tablet " << other->tablet << " scope " << (other->session->scope().areas.empty() ? "" : other->session->scope().areas[0]) << " touched " << ta);
+                for (const auto& a : touched)
+                    ta += a + " ";
+                MESSAGE("wake tablet " << other->tablet << " scope "
+                                       << (other->session->scope().areas.empty()
+                                               ? ""
+                                               : other->session->scope().areas[0])
+                                       << " touched " << ta);
             }
             srv::SyncOutput out = other->session->catch_up();
-            for (auto& f : out.frames) other->to_tablet.push_back(std::move(f));
+            for (auto& f : out.frames)
+                other->to_tablet.push_back(std::move(f));
         }
     }
 
     void server_crash() {
         auto conns = m_conns;
-        for (auto& c : conns) cut(c);
+        for (auto& c : conns)
+            cut(c);
         m_store.reset();
         open_server(/*fresh=*/false);
     }
@@ -381,7 +401,8 @@ private:
         fieldsync::Status st;
         if (t.supervisor) {
             if (held.empty()) return;
-            const auto& h = held[static_cast<std::size_t>(pick(0, static_cast<int>(held.size()) - 1))];
+            const auto& h =
+                held[static_cast<std::size_t>(pick(0, static_cast<int>(held.size()) - 1))];
             if (!h.conflicts.empty() && kind < 7) {
                 // Resolve: choose one of the competing values of the first conflicted field.
                 const std::string field = h.conflicts.front();
@@ -391,13 +412,17 @@ private:
                 } else {
                     const auto& comp = h.fields.at(field).competing;
                     if (comp.empty()) return;
-                    st = t.replica->update("households", h.id,
-                                           {{field, comp[static_cast<std::size_t>(pick(0, static_cast<int>(comp.size()) - 1))].value}});
+                    st = t.replica->update(
+                        "households", h.id,
+                        {{field,
+                          comp[static_cast<std::size_t>(pick(0, static_cast<int>(comp.size()) - 1))]
+                              .value}});
                 }
                 stats.resolutions++;
             } else {
-                st = t.replica->update("households", h.id,
-                                       {{"village", villages[static_cast<std::size_t>(pick(0, 2))]}});
+                st = t.replica->update(
+                    "households", h.id,
+                    {{"village", villages[static_cast<std::size_t>(pick(0, 2))]}});
                 stats.moves++;
             }
         } else if (held.empty() || kind < 2) {
@@ -413,13 +438,15 @@ private:
                                {"poverty_status", std::string(statuses[pick(0, 4)])}});
             if (!id.ok()) st = id.error();
         } else {
-            const auto& h = held[static_cast<std::size_t>(pick(0, static_cast<int>(held.size()) - 1))];
+            const auto& h =
+                held[static_cast<std::size_t>(pick(0, static_cast<int>(held.size()) - 1))];
             if (kind < 5) {
                 st = t.replica->update("households", h.id,
                                        {{"poverty_status", std::string(statuses[pick(0, 4)])}});
             } else if (kind < 6) {
-                st = t.replica->update("households", h.id,
-                                       {{"notes", std::string("visit ") + std::to_string(pick(1, 99))}});
+                st = t.replica->update(
+                    "households", h.id,
+                    {{"notes", std::string("visit ") + std::to_string(pick(1, 99))}});
             } else if (kind < 7) {
                 st = t.replica->add_to_set("households", h.id, "assistance",
                                            std::string(modes[pick(0, 3)]));
@@ -480,7 +507,8 @@ private:
         } else if (action < 760) {
             if (!m_conns.empty()) {
                 stats.cuts++;
-                cut(m_conns[static_cast<std::size_t>(pick(0, static_cast<int>(m_conns.size()) - 1))]);
+                cut(m_conns[static_cast<std::size_t>(
+                    pick(0, static_cast<int>(m_conns.size()) - 1))]);
             }
         } else if (action < 790) {
             duplicate(ti);
@@ -516,7 +544,8 @@ private:
                 break;
             }
         }
-        const auto& again = t.sent[static_cast<std::size_t>(pick(0, static_cast<int>(t.sent.size()) - 1))];
+        const auto& again =
+            t.sent[static_cast<std::size_t>(pick(0, static_cast<int>(t.sent.size()) - 1))];
         ghost->to_server.push_back(again);
         if (chance(300)) ghost->to_server.push_back(again);
         m_conns.push_back(ghost);
@@ -596,7 +625,10 @@ private:
                     if (v.sync == fieldsync::SyncStatus::rejected) {
                         stats.rejected_at_end++;
                         if (std::getenv("FIELDSYNC_SIM_VERBOSE"))
-                            MESSAGE(t.user << ": " << v.id.to_string() << " rejected: " << v.reject_code << ": " << v.reject_reason << "\n  local: " << p::record_to_json(v.state) << " ctx " << v.state.context.to_string());
+                            MESSAGE(t.user << ": " << v.id.to_string() << " rejected: "
+                                           << v.reject_code << ": " << v.reject_reason
+                                           << "\n  local: " << p::record_to_json(v.state) << " ctx "
+                                           << v.state.context.to_string());
                         continue;
                     }
                     CHECK_MESSAGE(v.sync == fieldsync::SyncStatus::synced,
@@ -618,10 +650,18 @@ private:
                 if (auto st = p::decode_record(bytes); st.ok()) {
                     where = m_schema->area_of(*st).ok() ? m_schema->area_of(*st).value() : "?";
                     auto sr = m_store->get_record(st->collection, st->id);
-                    if (sr.ok() && sr->has_value()) where += " (server: " + (*sr)->area + ", seq " + std::to_string((*sr)->seq) + (p::encode_record(*st) == (*sr)->state ? ", same state)" : ", other state)");
-                    else where += " (not on the server)";
+                    if (sr.ok() && sr->has_value())
+                        where += " (server: " + (*sr)->area + ", seq " +
+                                 std::to_string((*sr)->seq) +
+                                 (p::encode_record(*st) == (*sr)->state ? ", same state)"
+                                                                        : ", other state)");
+                    else
+                        where += " (not on the server)";
                 }
-                CHECK_MESSAGE(expected.count(key) == 1, t.file.filename().string() << " " << t.user << " (scope " << (areas.empty() ? "" : areas[0]) << ") holds " << key << " in " << where << ", outside its scope");
+                CHECK_MESSAGE(expected.count(key) == 1,
+                              t.file.filename().string()
+                                  << " " << t.user << " (scope " << (areas.empty() ? "" : areas[0])
+                                  << ") holds " << key << " in " << where << ", outside its scope");
             }
         }
         // 2: every acknowledged write is covered by the server's state; the audit log has it.
@@ -629,7 +669,8 @@ private:
         for (const auto& rec : m_acked) {
             auto stored = m_store->get_record(rec.collection, rec.id);
             REQUIRE(stored.ok());
-            REQUIRE_MESSAGE(stored->has_value(), "acknowledged record " << rec.id.to_string() << " is missing");
+            REQUIRE_MESSAGE(stored->has_value(),
+                            "acknowledged record " << rec.id.to_string() << " is missing");
             auto state = p::decode_record((*stored)->state).value();
             CHECK_MESSAGE(state.context.dominates(rec.context),
                           "acknowledged writes to " << rec.id.to_string() << " were lost");
@@ -709,16 +750,14 @@ void run_seeds(std::uint64_t base, std::uint64_t seeds, int steps) {
         fs::remove_all(dir);
     }
     fs::remove_all(root);
-    MESSAGE("simulation: base seed " << base << ", " << seeds << " seeds, " << total.steps
-                                     << " steps, " << total.writes << " writes, " << total.acked_items
-                                     << " acknowledged items, faults: " << total.cuts << " cuts ("
-                                     << total.lost_frames << " frames lost), " << total.duplicates
-                                     << " duplicate replays, " << total.server_crashes
-                                     << " server crashes, " << total.tablet_crashes
-                                     << " tablet crashes, " << total.reassignments
-                                     << " reassignments, " << total.moves << " moves, "
-                                     << total.resolutions << " resolutions; "
-                                     << total.rejected_at_end << " records rejected at the end");
+    MESSAGE("simulation: base seed "
+            << base << ", " << seeds << " seeds, " << total.steps << " steps, " << total.writes
+            << " writes, " << total.acked_items << " acknowledged items, faults: " << total.cuts
+            << " cuts (" << total.lost_frames << " frames lost), " << total.duplicates
+            << " duplicate replays, " << total.server_crashes << " server crashes, "
+            << total.tablet_crashes << " tablet crashes, " << total.reassignments
+            << " reassignments, " << total.moves << " moves, " << total.resolutions
+            << " resolutions; " << total.rejected_at_end << " records rejected at the end");
 }
 
 }  // namespace
@@ -737,5 +776,6 @@ TEST_CASE("Simulation: seeds that once found a bug stay fixed") {
     // household refused under that scope stayed refused. Fixed: the engine persists the notice
     // at once (ReplicaImpl::request_rebootstrap), and a finished re-bootstrap offers refused
     // records again (ReplicaImpl::finish_rebootstrap).
-    for (std::uint64_t seed : {107}) run_seeds(seed, 1, 300);
+    for (std::uint64_t seed : {107})
+        run_seeds(seed, 1, 300);
 }

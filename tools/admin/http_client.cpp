@@ -56,8 +56,8 @@ std::string lower(std::string s) {
 /// What went wrong on the network, in words an operator can act on.
 [[noreturn]] void fail(const ServerUrl& server, std::string_view step,
                        const boost::system::error_code& ec, const std::string& detail = {}) {
-    std::string msg = std::string(step) + " " + server.text + " failed: " +
-                      (detail.empty() ? ec.message() : detail);
+    std::string msg = std::string(step) + " " + server.text +
+                      " failed: " + (detail.empty() ? ec.message() : detail);
     if (ec == net::error::connection_refused)
         msg += " (is fieldsync-server running, and on this port?)";
     else if (ec == beast::error::timeout)
@@ -92,13 +92,15 @@ private:
         boost::system::error_code ec;
         if (m_options.cacert.empty()) {
             ctx.set_default_verify_paths(ec);
-            if (ec) throw NetworkError("TLS: cannot load the system's trusted certificates: " + ec.message() +
-                                       " (pass --cacert FILE)");
+            if (ec)
+                throw NetworkError("TLS: cannot load the system's trusted certificates: " +
+                                   ec.message() + " (pass --cacert FILE)");
         } else {
             ctx.load_verify_file(m_options.cacert, ec);
             if (ec)
                 throw NetworkError("TLS: cannot load the CA file " + m_options.cacert + ": " +
-                                   ec.message() + " (it must be a PEM certificate, e.g. the "
+                                   ec.message() +
+                                   " (it must be a PEM certificate, e.g. the "
                                    "server's cert.pem from fieldsync-mkcert)");
         }
         return ctx;
@@ -127,7 +129,8 @@ private:
         http::response_parser<http::buffer_body> parser;
         parser.body_limit(boost::none);
         lowest.expires_after(m_options.timeout);
-        co_await http::async_read_header(stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+        co_await http::async_read_header(stream, buffer, parser,
+                                         net::redirect_error(net::use_awaitable, ec));
         if (ec) fail(m_server, "reading the answer of", ec);
         const auto& head = parser.get();
         m_reply.status = head.result_int();
@@ -139,7 +142,8 @@ private:
             parser.get().body().data = chunk.data();
             parser.get().body().size = chunk.size();
             lowest.expires_after(m_options.timeout);
-            co_await http::async_read(stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+            co_await http::async_read(stream, buffer, parser,
+                                      net::redirect_error(net::use_awaitable, ec));
             if (ec == http::error::need_buffer) ec = {};
             if (ec) fail(m_server, "reading the answer of", ec);
             const std::size_t got = chunk.size() - parser.get().body().size;
@@ -159,8 +163,8 @@ private:
     net::awaitable<void> go(ssl::context* tls) {
         boost::system::error_code ec;
         tcp::resolver resolver(m_ioc);
-        auto endpoints = co_await resolver.async_resolve(m_server.host, m_server.port,
-                                                         net::redirect_error(net::use_awaitable, ec));
+        auto endpoints = co_await resolver.async_resolve(
+            m_server.host, m_server.port, net::redirect_error(net::use_awaitable, ec));
         if (ec) fail(m_server, "looking up the address of", ec);
 
         if (!tls) {
@@ -187,26 +191,27 @@ private:
         }
         std::string verify_error;
         stream.set_verify_mode(ssl::verify_peer);
-        stream.set_verify_callback([&verify_error, check = ssl::host_name_verification(m_server.host),
-                                    host = m_server.host](bool preverified,
-                                                          ssl::verify_context& ctx) mutable {
-            X509_STORE_CTX* store = ctx.native_handle();
-            if (!preverified) {
-                if (verify_error.empty()) {
-                    verify_error = X509_verify_cert_error_string(X509_STORE_CTX_get_error(store));
-                    if (X509* cert = X509_STORE_CTX_get_current_cert(store)) {
-                        char subject[256] = {0};
-                        X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
-                        verify_error += std::string(" (certificate ") + subject + ")";
+        stream.set_verify_callback(
+            [&verify_error, check = ssl::host_name_verification(m_server.host),
+             host = m_server.host](bool preverified, ssl::verify_context& ctx) mutable {
+                X509_STORE_CTX* store = ctx.native_handle();
+                if (!preverified) {
+                    if (verify_error.empty()) {
+                        verify_error =
+                            X509_verify_cert_error_string(X509_STORE_CTX_get_error(store));
+                        if (X509* cert = X509_STORE_CTX_get_current_cert(store)) {
+                            char subject[256] = {0};
+                            X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
+                            verify_error += std::string(" (certificate ") + subject + ")";
+                        }
                     }
+                    return false;
                 }
-                return false;
-            }
-            const bool ok = check(preverified, ctx);
-            if (!ok && verify_error.empty())
-                verify_error = "the server's certificate is not valid for " + host;
-            return ok;
-        });
+                const bool ok = check(preverified, ctx);
+                if (!ok && verify_error.empty())
+                    verify_error = "the server's certificate is not valid for " + host;
+                return ok;
+            });
         lowest.expires_after(m_options.timeout);
         co_await stream.async_handshake(ssl::stream_base::client,
                                         net::redirect_error(net::use_awaitable, ec));
@@ -239,7 +244,8 @@ private:
 ServerUrl parse_server_url(std::string_view text) {
     ServerUrl u;
     std::string s(text);
-    while (!s.empty() && s.back() == '/') s.pop_back();
+    while (!s.empty() && s.back() == '/')
+        s.pop_back();
     const auto scheme_end = s.find("://");
     if (scheme_end == std::string::npos)
         throw UsageError("--server " + std::string(text) +
@@ -259,10 +265,12 @@ ServerUrl parse_server_url(std::string_view text) {
         throw UsageError("--server: no user name in the URL; use --user");
     if (!authority.empty() && authority.front() == '[') {
         const auto close = authority.find(']');
-        if (close == std::string::npos) throw UsageError("--server " + std::string(text) + ": unclosed [");
+        if (close == std::string::npos)
+            throw UsageError("--server " + std::string(text) + ": unclosed [");
         u.host = authority.substr(1, close - 1);
         if (close + 1 < authority.size()) {
-            if (authority[close + 1] != ':') throw UsageError("--server " + std::string(text) + ": bad port");
+            if (authority[close + 1] != ':')
+                throw UsageError("--server " + std::string(text) + ": bad port");
             u.port = authority.substr(close + 2);
         }
     } else {
@@ -273,7 +281,8 @@ ServerUrl parse_server_url(std::string_view text) {
     if (u.host.empty()) throw UsageError("--server " + std::string(text) + ": no host name");
     if (u.port.empty()) u.port = u.tls ? "443" : "80";
     for (char c : u.port)
-        if (c < '0' || c > '9') throw UsageError("--server " + std::string(text) + ": the port must be a number");
+        if (c < '0' || c > '9')
+            throw UsageError("--server " + std::string(text) + ": the port must be a number");
     u.text = (u.tls ? "https://" : "http://") +
              (u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host) + ":" + u.port +
              u.prefix;
@@ -284,8 +293,8 @@ std::string url_encode(std::string_view text) {
     static constexpr char hex[] = "0123456789ABCDEF";
     std::string out;
     for (unsigned char c : text) {
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-            c == '_' || c == '.' || c == '~' || c == '/') {
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
             out += static_cast<char>(c);
         } else {
             out += '%';

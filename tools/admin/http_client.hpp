@@ -37,14 +37,14 @@ struct NetworkError : std::runtime_error {
 };
 
 struct ClientOptions {
-    std::string cacert;                       ///< PEM file of trusted CAs; "" = system store
-    std::chrono::seconds timeout{60};         ///< connect, TLS handshake, and each read/write
+    std::string cacert;                         ///< PEM file of trusted CAs; "" = system store
+    std::chrono::seconds timeout{60};           ///< connect, TLS handshake, and each read/write
     std::size_t max_body = 256u * 1024 * 1024;  ///< buffered responses only
 };
 
 struct HttpRequestSpec {
     std::string method = "GET";
-    std::string target;        ///< path and query, e.g. "/api/users"
+    std::string target;  ///< path and query, e.g. "/api/users"
     std::string body;
     std::string content_type;  ///< of the body ("" when none)
     std::string token;         ///< bearer token ("" = none)

@@ -72,9 +72,16 @@ std::size_t display_width(std::string_view s) {
         const auto c = static_cast<unsigned char>(s[i]);
         std::uint32_t cp = c;
         std::size_t n = 1;
-        if (c >= 0xF0) { cp = c & 0x07u; n = 4; }
-        else if (c >= 0xE0) { cp = c & 0x0Fu; n = 3; }
-        else if (c >= 0xC0) { cp = c & 0x1Fu; n = 2; }
+        if (c >= 0xF0) {
+            cp = c & 0x07u;
+            n = 4;
+        } else if (c >= 0xE0) {
+            cp = c & 0x0Fu;
+            n = 3;
+        } else if (c >= 0xC0) {
+            cp = c & 0x1Fu;
+            n = 2;
+        }
         for (std::size_t k = 1; k < n && i + k < s.size(); ++k)
             cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
         i += n;
@@ -123,7 +130,8 @@ std::string to_text(const json::value& v) {
         }
         case json::kind::array: {
             std::string out = "[";
-            for (const auto& x : v.get_array()) out += (out.size() > 1 ? "," : "") + to_text(x);
+            for (const auto& x : v.get_array())
+                out += (out.size() > 1 ? "," : "") + to_text(x);
             return out + "]";
         }
         case json::kind::object: {
@@ -133,7 +141,8 @@ std::string to_text(const json::value& v) {
                        to_text(kv.value());
             return out + "}";
         }
-        default: return p::json_text(v);
+        default:
+            return p::json_text(v);
     }
 }
 
@@ -144,7 +153,9 @@ std::string str(const json::value* v) {
     return to_text(*v);
 }
 
-std::string str(const json::object& o, const char* key) { return str(o.if_contains(key)); }
+std::string str(const json::object& o, const char* key) {
+    return str(o.if_contains(key));
+}
 
 std::string join(const json::value* arr, const char* sep = ",") {
     if (!arr || !arr->is_array()) return "";
@@ -264,8 +275,9 @@ Api connect(const Globals& g, bool need_token = true) {
     std::string server_text = g.server;
     if (server_text.empty() && saved) server_text = saved->server;
     if (server_text.empty())
-        throw UsageError("no server: pass --server URL (or set FIELDSYNC_SERVER), or log in first "
-                         "with: fieldsync login --server URL --user NAME");
+        throw UsageError(
+            "no server: pass --server URL (or set FIELDSYNC_SERVER), or log in first "
+            "with: fieldsync login --server URL --user NAME");
     ServerUrl server = parse_server_url(server_text);
     const bool same = saved && parse_server_url(saved->server).text == server.text;
     std::string token = g.token;
@@ -287,18 +299,27 @@ Api connect(const Globals& g, bool need_token = true) {
 std::string advice(const ServerRefused& r, const std::string& command) {
     switch (r.status) {
         case 400:
-        case 422: return "correct the request as the message says";
+        case 422:
+            return "correct the request as the message says";
         case 401:
-            if (command == "login") return "check the user name and password (passwords are case-sensitive)";
+            if (command == "login")
+                return "check the user name and password (passwords are case-sensitive)";
             return "log in again: fieldsync login --server URL --user NAME";
-        case 403: return "your account's role does not allow this; ask an administrator";
-        case 404: return "check the name or number you gave (it may also lie outside your areas)";
-        case 409: return "the current state does not allow this; look at it again (list/show) and retry";
-        case 413: return "the file is too large for the server";
-        case 415: return "send the file in the expected format";
-        case 429: return "wait and retry later";
+        case 403:
+            return "your account's role does not allow this; ask an administrator";
+        case 404:
+            return "check the name or number you gave (it may also lie outside your areas)";
+        case 409:
+            return "the current state does not allow this; look at it again (list/show) and retry";
+        case 413:
+            return "the file is too large for the server";
+        case 415:
+            return "send the file in the expected format";
+        case 429:
+            return "wait and retry later";
         default:
-            if (r.status >= 500) return "the server failed; its log (stderr of fieldsync-server) says why";
+            if (r.status >= 500)
+                return "the server failed; its log (stderr of fieldsync-server) says why";
             return "";
     }
 }
@@ -308,7 +329,8 @@ int report_refused(const ServerRefused& r, const std::string& command) {
     if (!r.code.empty()) std::cerr << " (" << r.code << ", HTTP " << r.status << ")";
     std::cerr << "\n";
     if (r.details.is_object())
-        if (const auto* probs = r.details.as_object().if_contains("problems"); probs && probs->is_array()) {
+        if (const auto* probs = r.details.as_object().if_contains("problems");
+            probs && probs->is_array()) {
             const auto& a = probs->as_array();
             if (a.size() > 1 || (a.size() == 1 && str(&a[0]) != r.message)) {
                 for (const auto& pr : a) {
@@ -324,22 +346,28 @@ int report_refused(const ServerRefused& r, const std::string& command) {
     return exit_refused;
 }
 
-void print_json(const json::value& v) { std::cout << p::json_text(v) << "\n"; }
+void print_json(const json::value& v) {
+    std::cout << p::json_text(v) << "\n";
+}
 
 // --- Commands -----------------------------------------------------------------------------------
 
 int cmd_login(const Globals& g, const std::string& user, const std::string& password_file) {
     if (g.server.empty())
-        throw UsageError("login needs --server URL, e.g. fieldsync login --server https://survey.example.org --user admin");
+        throw UsageError(
+            "login needs --server URL, e.g. fieldsync login --server https://survey.example.org "
+            "--user admin");
     ServerUrl server = parse_server_url(g.server);
     const std::string password =
-        password_file.empty() ? read_password("Password for " + user + " at " + server.text + ": ", false)
-                              : read_password_file(password_file);
+        password_file.empty()
+            ? read_password("Password for " + user + " at " + server.text + ": ", false)
+            : read_password_file(password_file);
     ClientOptions options;
     options.cacert = g.cacert;
     options.timeout = std::chrono::seconds(g.timeout);
     Api api(server, options, "");
-    auto reply = api.call("POST", "/api/login", json::object{{"user", user}, {"password", password}});
+    auto reply =
+        api.call("POST", "/api/login", json::object{{"user", user}, {"password", password}});
     const auto& o = reply.as_object();
     SavedSession s;
     s.server = server.text;
@@ -349,10 +377,11 @@ int cmd_login(const Globals& g, const std::string& user, const std::string& pass
     s.cacert = g.cacert.empty() ? "" : fs::absolute(g.cacert).string();
     save_session(s);
     std::string role;
-    if (const auto* u = o.if_contains("user"); u && u->is_object()) role = str(u->as_object(), "role");
-    std::cout << "Logged in to " << server.text << " as " << user << (role.empty() ? "" : " (" + role + ")")
-              << " until " << s.expires_at << ".\nThe token is in " << token_file().string()
-              << " (readable only by you).\n";
+    if (const auto* u = o.if_contains("user"); u && u->is_object())
+        role = str(u->as_object(), "role");
+    std::cout << "Logged in to " << server.text << " as " << user
+              << (role.empty() ? "" : " (" + role + ")") << " until " << s.expires_at
+              << ".\nThe token is in " << token_file().string() << " (readable only by you).\n";
     return exit_ok;
 }
 
@@ -367,7 +396,8 @@ int cmd_logout(const Globals& g) {
     }
     if (saved && g.token.empty() && parse_server_url(saved->server).text == api.server().text) {
         remove_session();
-        std::cout << "Logged out of " << api.server().text << "; removed " << token_file().string() << ".\n";
+        std::cout << "Logged out of " << api.server().text << "; removed " << token_file().string()
+                  << ".\n";
     } else {
         std::cout << "Logged out of " << api.server().text << " (the token is revoked).\n";
     }
@@ -381,26 +411,30 @@ int cmd_users_list(const Globals& g) {
     Table t({"NAME", "ROLE", "AREAS", "STATUS", "DISPLAY NAME"});
     for (const auto& u : reply.as_object().at("users").as_array()) {
         const auto& o = u.as_object();
-        const bool disabled = o.if_contains("disabled") && o.at("disabled").is_bool() && o.at("disabled").as_bool();
-        t.add({str(o, "name"), str(o, "role"), join(o.if_contains("areas")), disabled ? "disabled" : "active",
-               str(o, "display_name")});
+        const bool disabled =
+            o.if_contains("disabled") && o.at("disabled").is_bool() && o.at("disabled").as_bool();
+        t.add({str(o, "name"), str(o, "role"), join(o.if_contains("areas")),
+               disabled ? "disabled" : "active", str(o, "display_name")});
     }
     t.print(std::cout);
     return exit_ok;
 }
 
 std::string new_password(const std::string& file, const std::string& user) {
-    return file.empty() ? read_password("New password for " + user + " (at least 10 characters): ", true)
-                        : read_password_file(file);
+    return file.empty()
+               ? read_password("New password for " + user + " (at least 10 characters): ", true)
+               : read_password_file(file);
 }
 
 int cmd_users_add(const Globals& g, const std::string& name, const std::string& role,
-                  const std::string& areas, const std::string& display, const std::string& pw_file) {
+                  const std::string& areas, const std::string& display,
+                  const std::string& pw_file) {
     Api api = connect(g);
     const std::string password = new_password(pw_file, name);
     json::object body{{"name", name}, {"role", role}, {"password", password}};
     json::array a;
-    for (const auto& x : split_list(areas)) a.emplace_back(x);
+    for (const auto& x : split_list(areas))
+        a.emplace_back(x);
     body["areas"] = std::move(a);
     if (!display.empty()) body["display_name"] = display;
     auto reply = api.call("POST", "/api/users", json::value(std::move(body)));
@@ -409,7 +443,8 @@ int cmd_users_add(const Globals& g, const std::string& name, const std::string& 
     return exit_ok;
 }
 
-int cmd_users_update(const Globals& g, const std::string& name, json::object body, const std::string& done) {
+int cmd_users_update(const Globals& g, const std::string& name, json::object body,
+                     const std::string& done) {
     Api api = connect(g);
     auto reply = api.call("PUT", "/api/users/" + url_encode(name), json::value(std::move(body)));
     if (g.json) return print_json(reply), exit_ok;
@@ -417,10 +452,12 @@ int cmd_users_update(const Globals& g, const std::string& name, json::object bod
     return exit_ok;
 }
 
-int cmd_users_reset_password(const Globals& g, const std::string& name, const std::string& pw_file) {
+int cmd_users_reset_password(const Globals& g, const std::string& name,
+                             const std::string& pw_file) {
     Api api = connect(g);
     const std::string password = new_password(pw_file, name);
-    api.call("POST", "/api/users/" + url_encode(name) + "/password", json::object{{"password", password}});
+    api.call("POST", "/api/users/" + url_encode(name) + "/password",
+             json::object{{"password", password}});
     std::cout << "Password of " << name << " changed; their sessions are signed out.\n";
     return exit_ok;
 }
@@ -431,8 +468,8 @@ int cmd_areas_import(const Globals& g, const std::string& file) {
     auto reply = api.send("POST", "/api/areas/import", std::move(csv), "text/csv; charset=utf-8");
     if (g.json) return print_json(reply), exit_ok;
     const auto& o = reply.as_object();
-    std::cout << "Imported " << str(o, "imported") << " areas from " << file << " (" << str(o, "created")
-              << " new, " << str(o, "updated") << " updated).\n";
+    std::cout << "Imported " << str(o, "imported") << " areas from " << file << " ("
+              << str(o, "created") << " new, " << str(o, "updated") << " updated).\n";
     return exit_ok;
 }
 
@@ -441,7 +478,8 @@ int cmd_areas_list(const Globals& g) {
     auto reply = api.call("GET", "/api/areas");
     if (g.json) return print_json(reply), exit_ok;
     std::vector<json::object> areas;
-    for (const auto& a : reply.as_object().at("areas").as_array()) areas.push_back(a.as_object());
+    for (const auto& a : reply.as_object().at("areas").as_array())
+        areas.push_back(a.as_object());
     std::sort(areas.begin(), areas.end(), [](const json::object& x, const json::object& y) {
         return str(x, "code") < str(y, "code");
     });
@@ -449,7 +487,8 @@ int cmd_areas_list(const Globals& g) {
     for (const auto& a : areas) {
         const std::string code = str(a, "code");
         const auto depth = static_cast<std::size_t>(std::count(code.begin(), code.end(), '/'));
-        t.add({std::string(depth * 2, ' ') + code, str(a, "level"), str(a, "name_en"), str(a, "name_zh")});
+        t.add({std::string(depth * 2, ' ') + code, str(a, "level"), str(a, "name_en"),
+               str(a, "name_zh")});
     }
     t.print(std::cout);
     return exit_ok;
@@ -459,9 +498,12 @@ int cmd_schema_validate(const std::string& file) {
     const std::string text = read_file(file, "schema validate");
     auto problems = p::Schema::check(text);
     if (!problems.empty()) {
-        std::cerr << file << ": " << problems.size() << " problem" << (problems.size() == 1 ? "" : "s") << "\n";
-        for (const auto& pr : problems) std::cerr << file << ": " << pr.to_string() << "\n";
-        std::cerr << "  what to do: fix each problem (docs/schema.md describes the format) and run this again\n";
+        std::cerr << file << ": " << problems.size() << " problem"
+                  << (problems.size() == 1 ? "" : "s") << "\n";
+        for (const auto& pr : problems)
+            std::cerr << file << ": " << pr.to_string() << "\n";
+        std::cerr << "  what to do: fix each problem (docs/schema.md describes the format) and run "
+                     "this again\n";
         return exit_usage;
     }
     auto schema = p::Schema::load(text);
@@ -470,7 +512,8 @@ int cmd_schema_validate(const std::string& file) {
         return exit_usage;
     }
     std::size_t fields = 0;
-    for (const auto& c : schema->collections()) fields += c.fields.size();
+    for (const auto& c : schema->collections())
+        fields += c.fields.size();
     std::cout << file << ": valid — " << schema->name() << " version " << schema->version() << ", "
               << schema->collections().size() << " collections, " << fields << " fields\n";
     return exit_ok;
@@ -479,15 +522,18 @@ int cmd_schema_validate(const std::string& file) {
 int cmd_schema_publish(const Globals& g, const std::string& file) {
     if (int rc = cmd_schema_validate(file); rc != exit_ok) return rc;
     Api api = connect(g);
-    auto reply = api.send("PUT", "/api/schema", read_file(file, "schema publish"), "application/json");
+    auto reply =
+        api.send("PUT", "/api/schema", read_file(file, "schema publish"), "application/json");
     if (g.json) return print_json(reply), exit_ok;
     const auto& o = reply.as_object();
-    const bool changed = o.if_contains("changed") && o.at("changed").is_bool() && o.at("changed").as_bool();
+    const bool changed =
+        o.if_contains("changed") && o.at("changed").is_bool() && o.at("changed").as_bool();
     if (changed)
         std::cout << "Published schema version " << str(o, "version")
                   << "; tablets receive it at their next sync.\n";
     else
-        std::cout << "The server already has this schema (version " << str(o, "version") << "); nothing changed.\n";
+        std::cout << "The server already has this schema (version " << str(o, "version")
+                  << "); nothing changed.\n";
     return exit_ok;
 }
 
@@ -505,7 +551,8 @@ std::string values_text(const json::value* values) {
 int cmd_conflicts_list(const Globals& g, const std::string& area, const std::string& field,
                        const std::string& status, int older_than, int limit) {
     Api api = connect(g);
-    std::string target = "/api/conflicts?status=" + url_encode(status) + "&limit=" + std::to_string(limit);
+    std::string target =
+        "/api/conflicts?status=" + url_encode(status) + "&limit=" + std::to_string(limit);
     if (!area.empty()) target += "&area=" + url_encode(area);
     if (!field.empty()) target += "&field=" + url_encode(field);
     if (older_than > 0) target += "&older_than_days=" + std::to_string(older_than);
@@ -523,7 +570,8 @@ int cmd_conflicts_list(const Globals& g, const std::string& area, const std::str
         const auto& x = c.as_object();
         t.add({str(x, "id"), short_time(str(x, "opened_at")), str(x, "status"), str(x, "area"),
                str(x, "collection") + "/" + str(x, "record").substr(0, 8), str(x, "field"),
-               str(x, "status") == "open" ? values_text(x.if_contains("values")) : "= " + str(x.if_contains("resolution"))});
+               str(x, "status") == "open" ? values_text(x.if_contains("values"))
+                                          : "= " + str(x.if_contains("resolution"))});
     }
     t.print(std::cout);
     std::cout << list.size() << " of " << str(o, "total") << " shown (oldest first).\n";
@@ -536,12 +584,14 @@ int cmd_conflicts_show(const Globals& g, const std::string& id) {
     if (g.json) return print_json(reply), exit_ok;
     const auto& o = reply.as_object();
     const auto& c = o.at("conflict").as_object();
-    std::cout << "Conflict " << str(c, "id") << " (" << str(c, "status") << "): " << str(c, "collection") << "/"
-              << str(c, "record") << " field " << str(c, "field") << "\n"
+    std::cout << "Conflict " << str(c, "id") << " (" << str(c, "status")
+              << "): " << str(c, "collection") << "/" << str(c, "record") << " field "
+              << str(c, "field") << "\n"
               << "  area:    " << str(c, "area") << "\n"
               << "  opened:  " << str(c, "opened_at") << "\n";
     if (const auto* vals = c.if_contains("values"); vals && vals->is_array()) {
-        std::cout << (str(c, "status") == "open" ? "Competing values (use --choice N):\n" : "Values that competed:\n");
+        std::cout << (str(c, "status") == "open" ? "Competing values (use --choice N):\n"
+                                                 : "Values that competed:\n");
         std::size_t i = 0;
         for (const auto& v : vals->as_array()) {
             const auto& x = v.as_object();
@@ -554,8 +604,9 @@ int cmd_conflicts_show(const Globals& g, const std::string& id) {
         }
     }
     if (str(c, "status") == "resolved")
-        std::cout << "Resolved by " << str(c, "resolved_by") << " at " << str(c, "resolved_at") << ": "
-                  << str(c.if_contains("resolution")) << "\n  note: " << str(c, "note") << "\n";
+        std::cout << "Resolved by " << str(c, "resolved_by") << " at " << str(c, "resolved_at")
+                  << ": " << str(c.if_contains("resolution")) << "\n  note: " << str(c, "note")
+                  << "\n";
     if (const auto* rec = o.if_contains("record"); rec && rec->is_object())
         if (const auto* f = rec->as_object().if_contains("fields"); f && f->is_object()) {
             std::cout << "Record fields:\n";
@@ -565,8 +616,9 @@ int cmd_conflicts_show(const Globals& g, const std::string& id) {
     return exit_ok;
 }
 
-int cmd_conflicts_resolve(const Globals& g, const std::string& id, const std::optional<std::string>& value,
-                          const std::optional<int>& choice, const std::string& note) {
+int cmd_conflicts_resolve(const Globals& g, const std::string& id,
+                          const std::optional<std::string>& value, const std::optional<int>& choice,
+                          const std::string& note) {
     if (value.has_value() == choice.has_value())
         throw UsageError("conflicts resolve: give exactly one of --value JSON or --choice N");
     json::object body{{"note", note}};
@@ -579,18 +631,20 @@ int cmd_conflicts_resolve(const Globals& g, const std::string& id, const std::op
         body["value"] = ec ? json::value(*value) : v;
     }
     Api api = connect(g);
-    auto reply = api.call("POST", "/api/conflicts/" + url_encode(id) + "/resolve", json::value(std::move(body)));
+    auto reply = api.call("POST", "/api/conflicts/" + url_encode(id) + "/resolve",
+                          json::value(std::move(body)));
     if (g.json) return print_json(reply), exit_ok;
     const auto& c = reply.as_object().at("conflict").as_object();
-    std::cout << "Conflict " << id << " resolved: " << str(c, "field") << " = " << str(c.if_contains("resolution"))
-              << ". Tablets receive it at their next sync.\n";
+    std::cout << "Conflict " << id << " resolved: " << str(c, "field") << " = "
+              << str(c.if_contains("resolution")) << ". Tablets receive it at their next sync.\n";
     return exit_ok;
 }
 
 int cmd_export(const Globals& g, const std::string& collection, const std::string& format,
                const std::string& area, const std::string& out_file) {
     Api api = connect(g);
-    std::string target = "/api/export?collection=" + url_encode(collection) + "&format=" + url_encode(format);
+    std::string target =
+        "/api/export?collection=" + url_encode(collection) + "&format=" + url_encode(format);
     if (!area.empty()) target += "&area=" + url_encode(area);
     std::size_t bytes = 0;
     if (out_file.empty() || out_file == "-") {
@@ -623,35 +677,45 @@ int cmd_export(const Globals& g, const std::string& collection, const std::strin
         throw;
     }
     fs::rename(part, out_file);
-    std::cerr << "Exported " << collection << " (" << format << ", " << bytes << " bytes) to " << out_file << ".\n";
+    std::cerr << "Exported " << collection << " (" << format << ", " << bytes << " bytes) to "
+              << out_file << ".\n";
     return exit_ok;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"fieldsync: administer a fieldsync server (users, areas, survey schema, conflicts, "
-                 "exports) over its HTTP API.",
-                 "fieldsync"};
+    CLI::App app{
+        "fieldsync: administer a fieldsync server (users, areas, survey schema, conflicts, "
+        "exports) over its HTTP API.",
+        "fieldsync"};
     app.set_version_flag("--version", std::string("fieldsync admin 0.1.0"));
     app.require_subcommand(1);
     // Global options may come after the subcommand too: fieldsync users list --server URL.
     // Set before the subcommands are added, which inherit it.
     app.fallthrough();
-    app.footer(std::string("Example:\n"
-                           "  fieldsync login --server https://survey.example.org --user admin\n"
-                           "  fieldsync users add enumerator-07 --role enumerator --areas ordos/ejin-horo/altan-xire/longhuqu\n"
-                           "  fieldsync conflicts list --area ordos/ejin-horo\n"
-                           "  fieldsync export --collection households --format csv -o households.csv\n\n"
-                           "The login is kept in ~/.config/fieldsync/token (mode 0600); FIELDSYNC_SERVER,\n"
-                           "FIELDSYNC_TOKEN and FIELDSYNC_CACERT stand in for --server, --token, --cacert.\n"
-                           "Guide: docs/admin-cli.md\n\n") + exit_help);
+    app.footer(
+        std::string(
+            "Example:\n"
+            "  fieldsync login --server https://survey.example.org --user admin\n"
+            "  fieldsync users add enumerator-07 --role enumerator --areas "
+            "ordos/ejin-horo/altan-xire/longhuqu\n"
+            "  fieldsync conflicts list --area ordos/ejin-horo\n"
+            "  fieldsync export --collection households --format csv -o households.csv\n\n"
+            "The login is kept in ~/.config/fieldsync/token (mode 0600); FIELDSYNC_SERVER,\n"
+            "FIELDSYNC_TOKEN and FIELDSYNC_CACERT stand in for --server, --token, --cacert.\n"
+            "Guide: docs/admin-cli.md\n\n") +
+        exit_help);
 
     Globals g;
-    app.add_option("--server", g.server, "server URL, e.g. https://survey.example.org (default: the one you logged in to)")
+    app.add_option(
+           "--server", g.server,
+           "server URL, e.g. https://survey.example.org (default: the one you logged in to)")
         ->envname("FIELDSYNC_SERVER");
-    app.add_option("--token", g.token, "bearer token to use instead of the saved login")->envname("FIELDSYNC_TOKEN");
-    app.add_option("--cacert", g.cacert, "PEM file of the CA (or self-signed certificate) to trust for https")
+    app.add_option("--token", g.token, "bearer token to use instead of the saved login")
+        ->envname("FIELDSYNC_TOKEN");
+    app.add_option("--cacert", g.cacert,
+                   "PEM file of the CA (or self-signed certificate) to trust for https")
         ->envname("FIELDSYNC_CACERT");
     app.add_option("--timeout", g.timeout, "seconds to wait for each network step (default 60)")
         ->check(CLI::Range(1, 3600));
@@ -664,116 +728,162 @@ int main(int argc, char** argv) {
 
     // login / logout
     std::string user, password_file;
-    auto* login = with_help(app.add_subcommand("login", "log in and keep the token for the next commands"),
-                            "  fieldsync login --server https://survey.example.org --user admin\n"
-                            "  fieldsync login --server http://127.0.0.1:8470 --user admin --password-file pw.txt");
+    auto* login = with_help(
+        app.add_subcommand("login", "log in and keep the token for the next commands"),
+        "  fieldsync login --server https://survey.example.org --user admin\n"
+        "  fieldsync login --server http://127.0.0.1:8470 --user admin --password-file pw.txt");
     login->add_option("--user,-u", user, "user name")->required();
-    login->add_option("--password-file", password_file, "read the password from the first line of this file "
-                                                        "(default: ask, or read standard input)");
-    auto* logout = with_help(app.add_subcommand("logout", "revoke the token on the server and forget it"),
-                             "  fieldsync logout");
+    login->add_option("--password-file", password_file,
+                      "read the password from the first line of this file "
+                      "(default: ask, or read standard input)");
+    auto* logout =
+        with_help(app.add_subcommand("logout", "revoke the token on the server and forget it"),
+                  "  fieldsync logout");
 
     // users
     auto* users = app.add_subcommand("users", "list and manage accounts (administrators)");
     users->require_subcommand(1);
-    with_help(users, "  fieldsync users list\n  fieldsync users add enumerator-07 --role enumerator --areas ordos/hanggin/xini");
+    with_help(users,
+              "  fieldsync users list\n  fieldsync users add enumerator-07 --role enumerator "
+              "--areas ordos/hanggin/xini");
     std::string u_name, u_role, u_areas, u_display, u_pw_file;
-    auto* users_list = with_help(users->add_subcommand("list", "list every account"), "  fieldsync users list");
-    auto* users_add = with_help(users->add_subcommand("add", "create an account (the password is asked, or read from stdin or --password-file)"),
-                                "  fieldsync users add enumerator-07 --role enumerator --areas ordos/ejin-horo/altan-xire/longhuqu \\\n"
-                                "      --display-name \"Longhuqu enumerator 07\" --password-file pw.txt");
+    auto* users_list =
+        with_help(users->add_subcommand("list", "list every account"), "  fieldsync users list");
+    auto* users_add = with_help(
+        users->add_subcommand(
+            "add",
+            "create an account (the password is asked, or read from stdin or --password-file)"),
+        "  fieldsync users add enumerator-07 --role enumerator --areas "
+        "ordos/ejin-horo/altan-xire/longhuqu \\\n"
+        "      --display-name \"Longhuqu enumerator 07\" --password-file pw.txt");
     users_add->add_option("name", u_name, "user name (A-Z a-z 0-9 . _ - @)")->required();
-    users_add->add_option("--role", u_role, "enumerator, supervisor or admin")->required()
+    users_add->add_option("--role", u_role, "enumerator, supervisor or admin")
+        ->required()
         ->check(CLI::IsMember({"enumerator", "supervisor", "admin"}));
-    users_add->add_option("--areas", u_areas, "comma-separated area codes, e.g. ordos/ejin-horo,ordos/hanggin");
+    users_add->add_option("--areas", u_areas,
+                          "comma-separated area codes, e.g. ordos/ejin-horo,ordos/hanggin");
     users_add->add_option("--display-name", u_display, "name shown in the console");
-    users_add->add_option("--password-file", u_pw_file, "read the new password from this file's first line");
-    auto* users_disable = with_help(users->add_subcommand("disable", "disable an account (signs it out everywhere)"),
-                                    "  fieldsync users disable enumerator-07");
+    users_add->add_option("--password-file", u_pw_file,
+                          "read the new password from this file's first line");
+    auto* users_disable =
+        with_help(users->add_subcommand("disable", "disable an account (signs it out everywhere)"),
+                  "  fieldsync users disable enumerator-07");
     users_disable->add_option("name", u_name, "user name")->required();
     auto* users_enable = with_help(users->add_subcommand("enable", "enable a disabled account"),
                                    "  fieldsync users enable enumerator-07");
     users_enable->add_option("name", u_name, "user name")->required();
-    auto* users_reset = with_help(users->add_subcommand("reset-password", "set a new password (signs the user out)"),
-                                  "  fieldsync users reset-password enumerator-07 --password-file pw.txt");
+    auto* users_reset = with_help(
+        users->add_subcommand("reset-password", "set a new password (signs the user out)"),
+        "  fieldsync users reset-password enumerator-07 --password-file pw.txt");
     users_reset->add_option("name", u_name, "user name")->required();
-    users_reset->add_option("--password-file", u_pw_file, "read the new password from this file's first line");
-    auto* users_assign = with_help(users->add_subcommand("assign", "change an account's role and/or areas"),
-                                   "  fieldsync users assign supervisor-02 --role supervisor --areas ordos/dalad\n"
-                                   "  fieldsync users assign enumerator-07 --areas ordos/ejin-horo/altan-xire/hashatu");
+    users_reset->add_option("--password-file", u_pw_file,
+                            "read the new password from this file's first line");
+    auto* users_assign = with_help(
+        users->add_subcommand("assign", "change an account's role and/or areas"),
+        "  fieldsync users assign supervisor-02 --role supervisor --areas ordos/dalad\n"
+        "  fieldsync users assign enumerator-07 --areas ordos/ejin-horo/altan-xire/hashatu");
     users_assign->add_option("name", u_name, "user name")->required();
     users_assign->add_option("--role", u_role, "enumerator, supervisor or admin")
         ->check(CLI::IsMember({"enumerator", "supervisor", "admin"}));
-    users_assign->add_option("--areas", u_areas, "comma-separated area codes (replaces the current ones)");
+    users_assign->add_option("--areas", u_areas,
+                             "comma-separated area codes (replaces the current ones)");
 
     // areas
     auto* areas = app.add_subcommand("areas", "the area tree (city > banner > town > village)");
     areas->require_subcommand(1);
     with_help(areas, "  fieldsync areas list\n  fieldsync areas import areas.csv");
     std::string a_file;
-    auto* areas_import = with_help(areas->add_subcommand("import", "add or update areas from a CSV file "
-                                                                   "(header code,parent,level,name_en,name_zh); all or nothing"),
-                                   "  fieldsync areas import areas.csv\n"
-                                   "  (areas.csv:  code,parent,level,name_en,name_zh\n"
-                                   "               ordos/dalad/shulinzhao/xinmin,ordos/dalad/shulinzhao,village,Xinmin Village,新民村)");
+    auto* areas_import = with_help(
+        areas->add_subcommand("import",
+                              "add or update areas from a CSV file "
+                              "(header code,parent,level,name_en,name_zh); all or nothing"),
+        "  fieldsync areas import areas.csv\n"
+        "  (areas.csv:  code,parent,level,name_en,name_zh\n"
+        "               ordos/dalad/shulinzhao/xinmin,ordos/dalad/shulinzhao,village,Xinmin "
+        "Village,新民村)");
     areas_import->add_option("file", a_file, "CSV file (UTF-8)")->required();
-    auto* areas_list = with_help(areas->add_subcommand("list", "print the area tree"), "  fieldsync areas list");
+    auto* areas_list =
+        with_help(areas->add_subcommand("list", "print the area tree"), "  fieldsync areas list");
 
     // schema
     auto* schema = app.add_subcommand("schema", "the survey schema");
     schema->require_subcommand(1);
-    with_help(schema, "  fieldsync schema validate survey.json\n  fieldsync schema publish survey.json");
+    with_help(schema,
+              "  fieldsync schema validate survey.json\n  fieldsync schema publish survey.json");
     std::string s_file;
-    auto* schema_validate = with_help(schema->add_subcommand("validate", "check a schema file offline and print every problem"),
-                                      "  fieldsync schema validate protocol/schemas/household-survey.json");
-    schema_validate->add_option("file", s_file, "schema document (JSON, docs/schema.md)")->required();
-    auto* schema_publish = with_help(schema->add_subcommand("publish", "validate, then publish a new schema version to the server"),
-                                     "  fieldsync schema publish survey-v2.json");
-    schema_publish->add_option("file", s_file, "schema document (JSON, docs/schema.md)")->required();
+    auto* schema_validate = with_help(
+        schema->add_subcommand("validate", "check a schema file offline and print every problem"),
+        "  fieldsync schema validate protocol/schemas/household-survey.json");
+    schema_validate->add_option("file", s_file, "schema document (JSON, docs/schema.md)")
+        ->required();
+    auto* schema_publish =
+        with_help(schema->add_subcommand(
+                      "publish", "validate, then publish a new schema version to the server"),
+                  "  fieldsync schema publish survey-v2.json");
+    schema_publish->add_option("file", s_file, "schema document (JSON, docs/schema.md)")
+        ->required();
 
     // conflicts
-    auto* conflicts = app.add_subcommand("conflicts", "answers two tablets recorded differently, for a supervisor to settle");
+    auto* conflicts = app.add_subcommand(
+        "conflicts", "answers two tablets recorded differently, for a supervisor to settle");
     conflicts->require_subcommand(1);
-    with_help(conflicts, "  fieldsync conflicts list\n  fieldsync conflicts show 12\n"
-                         "  fieldsync conflicts resolve 12 --choice 1 --note \"checked with the village head\"");
+    with_help(
+        conflicts,
+        "  fieldsync conflicts list\n  fieldsync conflicts show 12\n"
+        "  fieldsync conflicts resolve 12 --choice 1 --note \"checked with the village head\"");
     std::string c_area, c_field, c_status = "open", c_id, c_note;
     int c_older = 0;
     int c_limit = 100;
     std::optional<std::string> c_value;
     std::optional<int> c_choice;
-    auto* conflicts_list = with_help(conflicts->add_subcommand("list", "list conflicts, oldest first"),
-                                     "  fieldsync conflicts list --area ordos/ejin-horo --field poverty_status\n"
-                                     "  fieldsync conflicts list --status resolved --json");
+    auto* conflicts_list =
+        with_help(conflicts->add_subcommand("list", "list conflicts, oldest first"),
+                  "  fieldsync conflicts list --area ordos/ejin-horo --field poverty_status\n"
+                  "  fieldsync conflicts list --status resolved --json");
     conflicts_list->add_option("--area", c_area, "only this area and below");
     conflicts_list->add_option("--field", c_field, "only this field, e.g. poverty_status");
     conflicts_list->add_option("--status", c_status, "open (default), resolved or all")
         ->check(CLI::IsMember({"open", "resolved", "all"}));
-    conflicts_list->add_option("--older-than", c_older, "only conflicts open for more than DAYS days")
+    conflicts_list
+        ->add_option("--older-than", c_older, "only conflicts open for more than DAYS days")
         ->check(CLI::Range(0, 36500));
     conflicts_list->add_option("--limit", c_limit, "at most this many (default 100, at most 500)")
         ->check(CLI::Range(1, 500));
-    auto* conflicts_show = with_help(conflicts->add_subcommand("show", "one conflict: the competing values, who, when, which device"),
-                                     "  fieldsync conflicts show 12");
+    auto* conflicts_show =
+        with_help(conflicts->add_subcommand(
+                      "show", "one conflict: the competing values, who, when, which device"),
+                  "  fieldsync conflicts show 12");
     conflicts_show->add_option("id", c_id, "conflict number")->required();
-    auto* conflicts_resolve = with_help(
-        conflicts->add_subcommand("resolve", "settle a conflict with one of its values or a new one"),
-        "  fieldsync conflicts resolve 12 --choice 0 --note \"confirmed with the village committee\"\n"
-        "  fieldsync conflicts resolve 13 --value '\"dibao_line\"' --note \"dibao certificate seen\"\n"
-        "  fieldsync conflicts resolve 14 --value 4600 --note \"income recomputed from the wage slips\"");
+    auto* conflicts_resolve =
+        with_help(conflicts->add_subcommand(
+                      "resolve", "settle a conflict with one of its values or a new one"),
+                  "  fieldsync conflicts resolve 12 --choice 0 --note \"confirmed with the village "
+                  "committee\"\n"
+                  "  fieldsync conflicts resolve 13 --value '\"dibao_line\"' --note \"dibao "
+                  "certificate seen\"\n"
+                  "  fieldsync conflicts resolve 14 --value 4600 --note \"income recomputed from "
+                  "the wage slips\"");
     conflicts_resolve->add_option("id", c_id, "conflict number")->required();
-    auto* value_opt = conflicts_resolve->add_option("--value", c_value,
-        "the settled value as JSON (\"text\", 12, true, {\"lat\":..,\"lon\":..}); a bare word is taken as text");
-    auto* choice_opt = conflicts_resolve->add_option("--choice", c_choice, "index of a competing value (conflicts show lists them)");
+    auto* value_opt =
+        conflicts_resolve->add_option("--value", c_value,
+                                      "the settled value as JSON (\"text\", 12, true, "
+                                      "{\"lat\":..,\"lon\":..}); a bare word is taken as text");
+    auto* choice_opt = conflicts_resolve->add_option(
+        "--choice", c_choice, "index of a competing value (conflicts show lists them)");
     value_opt->excludes(choice_opt);
-    conflicts_resolve->add_option("--note", c_note, "why this value (kept in the audit log)")->required();
+    conflicts_resolve->add_option("--note", c_note, "why this value (kept in the audit log)")
+        ->required();
 
     // export
     std::string e_collection = "households", e_format = "csv", e_area, e_out;
-    auto* exp = with_help(app.add_subcommand("export", "download the records of a collection (streamed)"),
-                          "  fieldsync export --collection households --format csv -o households.csv\n"
-                          "  fieldsync export --collection visits --format jsonl --area ordos/hanggin > visits.jsonl");
+    auto* exp =
+        with_help(app.add_subcommand("export", "download the records of a collection (streamed)"),
+                  "  fieldsync export --collection households --format csv -o households.csv\n"
+                  "  fieldsync export --collection visits --format jsonl --area ordos/hanggin > "
+                  "visits.jsonl");
     exp->add_option("--collection", e_collection, "households (default), members, visits, ...");
-    exp->add_option("--format", e_format, "csv (default) or jsonl")->check(CLI::IsMember({"csv", "jsonl"}));
+    exp->add_option("--format", e_format, "csv (default) or jsonl")
+        ->check(CLI::IsMember({"csv", "jsonl"}));
     exp->add_option("--area", e_area, "only this area and below");
     exp->add_option("-o,--output", e_out, "write to FILE (default: standard output)");
 
@@ -787,39 +897,49 @@ int main(int argc, char** argv) {
     std::string command;
     for (const auto* sub : app.get_subcommands()) {
         command = sub->get_name();
-        for (const auto* s2 : sub->get_subcommands()) command += " " + s2->get_name();
+        for (const auto* s2 : sub->get_subcommands())
+            command += " " + s2->get_name();
     }
     try {
         if (login->parsed()) return cmd_login(g, user, password_file);
         if (logout->parsed()) return cmd_logout(g);
         if (users_list->parsed()) return cmd_users_list(g);
-        if (users_add->parsed()) return cmd_users_add(g, u_name, u_role, u_areas, u_display, u_pw_file);
+        if (users_add->parsed())
+            return cmd_users_add(g, u_name, u_role, u_areas, u_display, u_pw_file);
         if (users_disable->parsed())
             return cmd_users_update(g, u_name, json::object{{"disabled", true}},
                                     "Disabled " + u_name + "; their sessions are signed out.");
         if (users_enable->parsed())
-            return cmd_users_update(g, u_name, json::object{{"disabled", false}}, "Enabled " + u_name + ".");
+            return cmd_users_update(g, u_name, json::object{{"disabled", false}},
+                                    "Enabled " + u_name + ".");
         if (users_reset->parsed()) return cmd_users_reset_password(g, u_name, u_pw_file);
         if (users_assign->parsed()) {
             json::object body;
             if (!u_role.empty()) body["role"] = u_role;
             if (users_assign->count("--areas")) {
                 json::array a;
-                for (const auto& x : split_list(u_areas)) a.emplace_back(x);
+                for (const auto& x : split_list(u_areas))
+                    a.emplace_back(x);
                 body["areas"] = std::move(a);
             }
             if (body.empty()) throw UsageError("users assign: give --role and/or --areas");
-            return cmd_users_update(g, u_name, std::move(body),
-                                    "Updated " + u_name + (u_role.empty() ? "" : ": role " + u_role) +
-                                        (users_assign->count("--areas") ? "; areas " + (u_areas.empty() ? std::string("(none)") : u_areas) : "") + ".");
+            return cmd_users_update(
+                g, u_name, std::move(body),
+                "Updated " + u_name + (u_role.empty() ? "" : ": role " + u_role) +
+                    (users_assign->count("--areas")
+                         ? "; areas " + (u_areas.empty() ? std::string("(none)") : u_areas)
+                         : "") +
+                    ".");
         }
         if (areas_import->parsed()) return cmd_areas_import(g, a_file);
         if (areas_list->parsed()) return cmd_areas_list(g);
         if (schema_validate->parsed()) return cmd_schema_validate(s_file);
         if (schema_publish->parsed()) return cmd_schema_publish(g, s_file);
-        if (conflicts_list->parsed()) return cmd_conflicts_list(g, c_area, c_field, c_status, c_older, c_limit);
+        if (conflicts_list->parsed())
+            return cmd_conflicts_list(g, c_area, c_field, c_status, c_older, c_limit);
         if (conflicts_show->parsed()) return cmd_conflicts_show(g, c_id);
-        if (conflicts_resolve->parsed()) return cmd_conflicts_resolve(g, c_id, c_value, c_choice, c_note);
+        if (conflicts_resolve->parsed())
+            return cmd_conflicts_resolve(g, c_id, c_value, c_choice, c_note);
         if (exp->parsed()) return cmd_export(g, e_collection, e_format, e_area, e_out);
         std::cerr << app.help();
         return exit_usage;

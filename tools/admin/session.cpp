@@ -27,8 +27,9 @@ fs::path token_file() {
         return fs::path(xdg) / "fieldsync" / "token";
     if (const char* home = std::getenv("HOME"); home && *home)
         return fs::path(home) / ".config" / "fieldsync" / "token";
-    throw UsageError("neither HOME nor XDG_CONFIG_HOME is set, so there is no place to keep the "
-                     "token; pass --token or set FIELDSYNC_TOKEN");
+    throw UsageError(
+        "neither HOME nor XDG_CONFIG_HOME is set, so there is no place to keep the "
+        "token; pass --token or set FIELDSYNC_TOKEN");
 }
 
 std::optional<SavedSession> load_session() {
@@ -40,7 +41,8 @@ std::optional<SavedSession> load_session() {
     json::error_code ec;
     json::value v = json::parse(ss.str(), ec);
     if (ec || !v.is_object())
-        throw UsageError(file.string() + " is not a fieldsync session file; remove it and log in "
+        throw UsageError(file.string() +
+                         " is not a fieldsync session file; remove it and log in "
                          "again (fieldsync login --server URL --user NAME)");
     const auto& o = v.as_object();
     auto str = [&o](const char* k) {
@@ -57,16 +59,19 @@ void save_session(const SavedSession& s) {
     const fs::path file = token_file();
     std::error_code ec;
     fs::create_directories(file.parent_path(), ec);
-    if (ec) throw std::runtime_error("cannot create " + file.parent_path().string() + ": " + ec.message());
+    if (ec)
+        throw std::runtime_error("cannot create " + file.parent_path().string() + ": " +
+                                 ec.message());
     ::chmod(file.parent_path().c_str(), 0700);
-    json::object o{{"server", s.server}, {"user", s.user}, {"token", s.token},
-                   {"expires_at", s.expires_at}};
+    json::object o{
+        {"server", s.server}, {"user", s.user}, {"token", s.token}, {"expires_at", s.expires_at}};
     if (!s.cacert.empty()) o["cacert"] = s.cacert;
     const std::string text = json::serialize(o) + "\n";
     fs::path tmp = file;
     tmp += ".tmp";
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(errno));
+    if (fd < 0)
+        throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(errno));
     ::fchmod(fd, 0600);
     const char* p = text.data();
     std::size_t left = text.size();
@@ -129,8 +134,9 @@ std::string read_password(const std::string& prompt, bool confirm) {
     if (!::isatty(STDIN_FILENO)) {
         std::string line;
         if (!std::getline(std::cin, line) || line.empty() || line == "\r")
-            throw UsageError("no password: give it on standard input, with --password-file FILE, "
-                             "or run in a terminal to be asked");
+            throw UsageError(
+                "no password: give it on standard input, with --password-file FILE, "
+                "or run in a terminal to be asked");
         if (line.back() == '\r') line.pop_back();
         return line;
     }

@@ -9,7 +9,7 @@ namespace fieldsync::admin {
 
 /// A saved login: which server, which user, the bearer token and when it expires.
 struct SavedSession {
-    std::string server;      ///< normalised server URL
+    std::string server;  ///< normalised server URL
     std::string user;
     std::string token;
     std::string expires_at;  ///< ISO 8601, as the server said

@@ -85,7 +85,9 @@ struct Config {
     std::vector<std::string> pins;
 };
 
-fs::path config_path(const fs::path& db) { return fs::path(db.string() + ".conf"); }
+fs::path config_path(const fs::path& db) {
+    return fs::path(db.string() + ".conf");
+}
 
 std::optional<Config> load_config(const fs::path& db) {
     std::ifstream in(config_path(db));
@@ -94,7 +96,8 @@ std::optional<Config> load_config(const fs::path& db) {
     ss << in.rdbuf();
     json::error_code ec;
     auto v = json::parse(ss.str(), ec);
-    if (ec || !v.is_object()) throw Failure{config_path(db).string() + ": not a valid configuration file"};
+    if (ec || !v.is_object())
+        throw Failure{config_path(db).string() + ": not a valid configuration file"};
     const auto& o = v.as_object();
     Config c;
     auto str = [&](const char* k) -> std::string {
@@ -116,7 +119,8 @@ void save_config(const fs::path& db, const Config& c) {
     o["user"] = c.user;
     if (!c.ca_file.empty()) o["ca_file"] = c.ca_file;
     json::array pins;
-    for (const auto& pin : c.pins) pins.emplace_back(pin);
+    for (const auto& pin : c.pins)
+        pins.emplace_back(pin);
     o["pins"] = std::move(pins);
     const auto tmp = fs::path(config_path(db).string() + ".tmp");
     {
@@ -150,25 +154,38 @@ std::string errc_name(const fieldsync::Error& e) {
         return p::to_string(static_cast<p::protocol_errc>(e.code.value()));
     if (e.code.category() == fieldsync::transport_category()) {
         switch (static_cast<fieldsync::transport_errc>(e.code.value())) {
-            case fieldsync::transport_errc::closed: return "closed";
-            case fieldsync::transport_errc::connect_failed: return "connect_failed";
-            case fieldsync::transport_errc::tls_failed: return "tls_failed";
-            case fieldsync::transport_errc::pin_mismatch: return "pin_mismatch";
-            case fieldsync::transport_errc::handshake_failed: return "handshake_failed";
-            case fieldsync::transport_errc::timeout: return "timeout";
-            case fieldsync::transport_errc::protocol_error: return "protocol_error";
-            case fieldsync::transport_errc::invalid_url: return "invalid_url";
-            case fieldsync::transport_errc::network: return "network";
+            case fieldsync::transport_errc::closed:
+                return "closed";
+            case fieldsync::transport_errc::connect_failed:
+                return "connect_failed";
+            case fieldsync::transport_errc::tls_failed:
+                return "tls_failed";
+            case fieldsync::transport_errc::pin_mismatch:
+                return "pin_mismatch";
+            case fieldsync::transport_errc::handshake_failed:
+                return "handshake_failed";
+            case fieldsync::transport_errc::timeout:
+                return "timeout";
+            case fieldsync::transport_errc::protocol_error:
+                return "protocol_error";
+            case fieldsync::transport_errc::invalid_url:
+                return "invalid_url";
+            case fieldsync::transport_errc::network:
+                return "network";
         }
     }
     return "error";
 }
 
-Failure failure(const fieldsync::Error& e) { return Failure{e.message, errc_name(e)}; }
+Failure failure(const fieldsync::Error& e) {
+    return Failure{e.message, errc_name(e)};
+}
 
 std::shared_ptr<const p::Schema> require_schema(const fieldsync::Replica& r) {
     auto s = r.schema();
-    if (!s) throw Failure{"no survey schema yet: run `fieldsync-tablet sync` once", "validation_failed"};
+    if (!s)
+        throw Failure{"no survey schema yet: run `fieldsync-tablet sync` once",
+                      "validation_failed"};
     return s;
 }
 
@@ -177,13 +194,17 @@ const p::CollectionDef& resolve_collection(const p::Schema& schema, const std::s
     if (const auto* c = schema.find(name)) return *c;
     if (const auto* c = schema.find(name + "s")) return *c;
     std::string known;
-    for (const auto& c : schema.collections()) known += (known.empty() ? "" : ", ") + c.name;
-    throw Failure{"no collection named \"" + name + "\" (the survey has " + known + ")", "validation_failed"};
+    for (const auto& c : schema.collections())
+        known += (known.empty() ? "" : ", ") + c.name;
+    throw Failure{"no collection named \"" + name + "\" (the survey has " + known + ")",
+                  "validation_failed"};
 }
 
 p::RecordId parse_id(const std::string& text) {
     auto id = p::RecordId::parse(text);
-    if (!id) throw Failure{"\"" + text + "\" is not a record id: " + id.error().message, "invalid_value"};
+    if (!id)
+        throw Failure{"\"" + text + "\" is not a record id: " + id.error().message,
+                      "invalid_value"};
     return *id;
 }
 
@@ -211,7 +232,9 @@ std::string trim(std::string s) {
 /// The JSON text of a command-line value for `field` (see the help footer).
 std::string value_json(const p::FieldDef& field, const std::string& raw, const std::string& where) {
     if (raw.empty()) return field.type == p::FieldType::multi ? "[]" : "null";
-    auto quoted = [](const std::string& s) { return json::serialize(json::value(json::string(s))); };
+    auto quoted = [](const std::string& s) {
+        return json::serialize(json::value(json::string(s)));
+    };
     switch (field.type) {
         case p::FieldType::integer:
         case p::FieldType::counter: {
@@ -226,11 +249,13 @@ std::string value_json(const p::FieldDef& field, const std::string& raw, const s
         case p::FieldType::boolean:
             if (raw == "true" || raw == "yes" || raw == "1") return "true";
             if (raw == "false" || raw == "no" || raw == "0") return "false";
-            throw Failure{where + ": \"" + raw + "\" is not a boolean (true or false)", "validation_failed"};
+            throw Failure{where + ": \"" + raw + "\" is not a boolean (true or false)",
+                          "validation_failed"};
         case p::FieldType::geo: {
             auto parts = split(raw, ',');
             if (parts.size() != 2)
-                throw Failure{where + ": \"" + raw + "\" is not a geo point (LAT,LON in degrees)", "validation_failed"};
+                throw Failure{where + ": \"" + raw + "\" is not a geo point (LAT,LON in degrees)",
+                              "validation_failed"};
             return "{\"lat\":" + trim(parts[0]) + ",\"lon\":" + trim(parts[1]) + "}";
         }
         case p::FieldType::multi: {
@@ -243,12 +268,14 @@ std::string value_json(const p::FieldDef& field, const std::string& raw, const s
             }
             return out + "]";
         }
-        default: return quoted(raw);
+        default:
+            return quoted(raw);
     }
 }
 
 /// key=value arguments -> JSON values per field, typed by the collection's fields.
-fieldsync::JsonFields parse_assignments(const p::CollectionDef& coll, const std::vector<std::string>& args) {
+fieldsync::JsonFields parse_assignments(const p::CollectionDef& coll,
+                                        const std::vector<std::string>& args) {
     fieldsync::JsonFields out;
     for (const auto& arg : args) {
         const auto eq = arg.find('=');
@@ -258,8 +285,10 @@ fieldsync::JsonFields parse_assignments(const p::CollectionDef& coll, const std:
         const auto* field = coll.find(name);
         if (!field) {
             std::string known;
-            for (const auto& f : coll.fields) known += (known.empty() ? "" : ", ") + f.name;
-            throw Failure{coll.name + ": no field named \"" + name + "\" (fields: " + known + ")", "validation_failed"};
+            for (const auto& f : coll.fields)
+                known += (known.empty() ? "" : ", ") + f.name;
+            throw Failure{coll.name + ": no field named \"" + name + "\" (fields: " + known + ")",
+                          "validation_failed"};
         }
         out[name] = value_json(*field, arg.substr(eq + 1), coll.name + ": field " + name);
     }
@@ -268,7 +297,9 @@ fieldsync::JsonFields parse_assignments(const p::CollectionDef& coll, const std:
 
 // --- Output ---------------------------------------------------------------------------------
 
-json::value to_jv(const p::Value& v) { return json::parse(p::value_to_json(v)); }
+json::value to_jv(const p::Value& v) {
+    return json::parse(p::value_to_json(v));
+}
 
 std::string display(const p::Value& v) {
     if (const auto* s = std::get_if<std::string>(&v)) return *s;
@@ -289,7 +320,8 @@ json::object record_json(const fieldsync::RecordView& v) {
     for (const auto& [name, r] : v.fields) {
         if (r.rule == p::MergeRule::set) {
             json::array a;
-            for (const auto& e : r.elements) a.push_back(to_jv(e));
+            for (const auto& e : r.elements)
+                a.push_back(to_jv(e));
             fields[name] = std::move(a);
         } else {
             fields[name] = to_jv(r.value);
@@ -324,11 +356,14 @@ std::string flags(const fieldsync::RecordView& v) {
 // --- Progress -------------------------------------------------------------------------------
 
 std::atomic<bool> g_interrupted{false};
-void on_signal(int) { g_interrupted = true; }
+void on_signal(int) {
+    g_interrupted = true;
+}
 
 class Progress {
 public:
-    explicit Progress(bool enabled) : m_enabled(enabled), m_tty(enabled && ::isatty(STDOUT_FILENO)) {}
+    explicit Progress(bool enabled)
+        : m_enabled(enabled), m_tty(enabled && ::isatty(STDOUT_FILENO)) {}
 
     void update(const fieldsync::ReplicatorStatus& s) {
         if (!m_enabled) return;
@@ -336,7 +371,8 @@ public:
         if (s.state == fieldsync::ReplicatorState::pushing || s.pushed > 0)
             line += " | pushed " + std::to_string(s.pushed) + "/" + std::to_string(s.push_total);
         if (s.state == fieldsync::ReplicatorState::pulling || s.pulled > 0)
-            line += " | pulled " + std::to_string(s.pulled) + " (" + std::to_string(s.pages) + " pages)";
+            line += " | pulled " + std::to_string(s.pulled) + " (" + std::to_string(s.pages) +
+                    " pages)";
         if (s.rejected) line += " | refused " + std::to_string(s.rejected);
         line += " | pending " + std::to_string(s.pending);
         if (s.state == fieldsync::ReplicatorState::offline)
@@ -392,19 +428,25 @@ std::string read_password(const std::string& file, const std::string& user) {
     } else {
         std::getline(std::cin, pw);
     }
-    while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
+    while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r'))
+        pw.pop_back();
     if (pw.empty()) throw Failure{"empty password"};
     return pw;
 }
 
 json::object status_json(const fieldsync::ReplicatorStatus& s) {
-    json::object o{{"state", fieldsync::to_string(s.state)}, {"up_to_date", s.up_to_date},
-                   {"pushed", s.pushed},  {"push_total", s.push_total},
-                   {"rejected", s.rejected}, {"pulled", s.pulled},
-                   {"pages", s.pages},    {"cursor", s.cursor},
+    json::object o{{"state", fieldsync::to_string(s.state)},
+                   {"up_to_date", s.up_to_date},
+                   {"pushed", s.pushed},
+                   {"push_total", s.push_total},
+                   {"rejected", s.rejected},
+                   {"pulled", s.pulled},
+                   {"pages", s.pages},
+                   {"cursor", s.cursor},
                    {"pending", s.pending}};
     if (s.last_error)
-        o["error"] = json::object{{"code", errc_name(*s.last_error)}, {"message", s.last_error->message}};
+        o["error"] =
+            json::object{{"code", errc_name(*s.last_error)}, {"message", s.last_error->message}};
     return o;
 }
 
@@ -423,7 +465,8 @@ struct Tool {
             if (auto raw = fieldsync::parse_spki_pin(pin); !raw) throw failure(raw.error());
         Config c{server, user, ca_file, pins};
         if (auto old = load_config(db); old && old->user != user)
-            std::cerr << "note: this tablet was set up for " << old->user << "; now " << user << "\n";
+            std::cerr << "note: this tablet was set up for " << old->user << "; now " << user
+                      << "\n";
         const std::string password = read_password(password_file, user);
         auto replica = open_replica(db);
         Progress progress(!as_json);
@@ -432,21 +475,31 @@ struct Tool {
         fieldsync::Replicator r(replica, std::move(options));
         auto st = r.sync_once(std::chrono::seconds(timeout_s));
         progress.finish();
-        if (!st) throw Failure{"login and first sync failed: " + st.error().message, errc_name(st.error())};
+        if (!st)
+            throw Failure{"login and first sync failed: " + st.error().message,
+                          errc_name(st.error())};
         save_config(db, c);
         auto info = replica->sync_info();
         if (!info) throw failure(info.error());
         if (as_json) {
             json::array scope;
-            for (const auto& a : info->scope) scope.emplace_back(a);
-            print(json::object{{"ok", true}, {"db", db}, {"server", server}, {"user", info->user},
-                               {"role", info->role}, {"scope", std::move(scope)},
-                               {"schema_version", info->schema_version}, {"device_id", info->device_id.to_string()}});
+            for (const auto& a : info->scope)
+                scope.emplace_back(a);
+            print(json::object{{"ok", true},
+                               {"db", db},
+                               {"server", server},
+                               {"user", info->user},
+                               {"role", info->role},
+                               {"scope", std::move(scope)},
+                               {"schema_version", info->schema_version},
+                               {"device_id", info->device_id.to_string()}});
         } else {
-            std::cout << "tablet " << db << " set up for " << info->user << " (" << info->role << ") at " << server
-                      << "\nscope: ";
-            for (std::size_t i = 0; i < info->scope.size(); ++i) std::cout << (i ? ", " : "") << info->scope[i];
-            std::cout << "\nsurvey schema version " << info->schema_version << "; the password was not stored\n";
+            std::cout << "tablet " << db << " set up for " << info->user << " (" << info->role
+                      << ") at " << server << "\nscope: ";
+            for (std::size_t i = 0; i < info->scope.size(); ++i)
+                std::cout << (i ? ", " : "") << info->scope[i];
+            std::cout << "\nsurvey schema version " << info->schema_version
+                      << "; the password was not stored\n";
         }
         return exit_ok;
     }
@@ -464,11 +517,13 @@ struct Tool {
         return exit_ok;
     }
 
-    int edit(const std::string& collection, const std::string& id, const std::vector<std::string>& args) {
+    int edit(const std::string& collection, const std::string& id,
+             const std::vector<std::string>& args) {
         auto replica = open_replica(db);
         auto schema = require_schema(*replica);
         const auto& coll = resolve_collection(*schema, collection);
-        if (args.empty()) throw Failure{"nothing to change: give FIELD=VALUE arguments", "validation_failed"};
+        if (args.empty())
+            throw Failure{"nothing to change: give FIELD=VALUE arguments", "validation_failed"};
         auto st = replica->update_json(coll.name, parse_id(id), parse_assignments(coll, args));
         if (!st) throw failure(st.error());
         if (as_json) print(json::object{{"ok", true}, {"collection", coll.name}, {"id", id}});
@@ -485,8 +540,8 @@ struct Tool {
         return exit_ok;
     }
 
-    int list(const std::string& collection, const std::string& area, const std::vector<std::string>& where,
-             bool conflicts, bool deleted, bool unsynced) {
+    int list(const std::string& collection, const std::string& area,
+             const std::vector<std::string>& where, bool conflicts, bool deleted, bool unsynced) {
         auto replica = open_replica(db);
         auto schema = require_schema(*replica);
         const auto& coll = resolve_collection(*schema, collection);
@@ -504,7 +559,8 @@ struct Tool {
         if (!records) throw failure(records.error());
         if (as_json) {
             json::array a;
-            for (const auto& r : *records) a.push_back(record_json(r));
+            for (const auto& r : *records)
+                a.push_back(record_json(r));
             print(a);
             return exit_ok;
         }
@@ -516,7 +572,8 @@ struct Tool {
                     cols.push_back(fd.name);
         std::vector<std::vector<std::string>> rows;
         rows.push_back({"id", "flags"});
-        for (const auto& c : cols) rows.back().push_back(c);
+        for (const auto& c : cols)
+            rows.back().push_back(c);
         rows.back().push_back("area");
         for (const auto& r : *records) {
             std::vector<std::string> row{r.id.to_string(), flags(r)};
@@ -526,7 +583,8 @@ struct Tool {
                 if (it != r.fields.end()) {
                     if (it->second.rule == p::MergeRule::set) {
                         text.clear();
-                        for (const auto& e : it->second.elements) text += (text.empty() ? "" : ",") + display(e);
+                        for (const auto& e : it->second.elements)
+                            text += (text.empty() ? "" : ",") + display(e);
                     } else {
                         text = display(it->second.value);
                     }
@@ -539,13 +597,18 @@ struct Tool {
         }
         std::vector<std::size_t> width(rows.front().size(), 0);
         for (const auto& row : rows)
-            for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+            for (std::size_t i = 0; i < row.size(); ++i)
+                width[i] = std::max(width[i], row[i].size());
         for (const auto& row : rows) {
             for (std::size_t i = 0; i < row.size(); ++i)
-                std::cout << row[i] << (i + 1 < row.size() ? std::string(width[i] - row[i].size() + 2, ' ') : "");
+                std::cout << row[i]
+                          << (i + 1 < row.size() ? std::string(width[i] - row[i].size() + 2, ' ')
+                                                 : "");
             std::cout << "\n";
         }
-        std::cout << records->size() << " record(s). Flags: C conflict, P pending upload, R refused by the server, D deleted\n";
+        std::cout << records->size()
+                  << " record(s). Flags: C conflict, P pending upload, R refused by the server, D "
+                     "deleted\n";
         return exit_ok;
     }
 
@@ -555,13 +618,15 @@ struct Tool {
         const auto& coll = resolve_collection(*schema, collection);
         auto got = replica->get(coll.name, parse_id(id));
         if (!got) throw failure(got.error());
-        if (!*got) throw Failure{coll.name + "/" + id + ": no such record on this tablet", "not_found"};
+        if (!*got)
+            throw Failure{coll.name + "/" + id + ": no such record on this tablet", "not_found"};
         const auto& v = **got;
         if (as_json) {
             print(record_json(v));
             return exit_ok;
         }
-        std::cout << coll.name << "/" << v.id.to_string() << "\n  area: " << (v.area.empty() ? "-" : v.area)
+        std::cout << coll.name << "/" << v.id.to_string()
+                  << "\n  area: " << (v.area.empty() ? "-" : v.area)
                   << "\n  sync: " << fieldsync::to_string(v.sync);
         if (v.sync == fieldsync::SyncStatus::rejected)
             std::cout << " (" << v.reject_code << ": " << v.reject_reason << ")";
@@ -575,24 +640,30 @@ struct Tool {
                           << p::iso8601_utc(e.ts.wall_ms()) << "\n";
         };
         if (v.delete_conflict) {
-            std::cout << "  CONFLICT: deleted on one tablet, edited on another (a supervisor decides)\n";
+            std::cout
+                << "  CONFLICT: deleted on one tablet, edited on another (a supervisor decides)\n";
             print_competing(std::string(p::deleted_field));
         }
         std::size_t width = 0;
-        for (const auto& fd : coll.fields) width = std::max(width, fd.name.size());
+        for (const auto& fd : coll.fields)
+            width = std::max(width, fd.name.size());
         auto line = [&](const std::string& name, const fieldsync::FieldReading* r) {
-            std::cout << "  " << name << std::string(width + 2 - std::min(width + 1, name.size()), ' ');
+            std::cout << "  " << name
+                      << std::string(width + 2 - std::min(width + 1, name.size()), ' ');
             if (!r) {
                 std::cout << "-\n";
                 return;
             }
             if (r->rule == p::MergeRule::set) {
                 std::string text;
-                for (const auto& e : r->elements) text += (text.empty() ? "" : ", ") + display(e);
+                for (const auto& e : r->elements)
+                    text += (text.empty() ? "" : ", ") + display(e);
                 std::cout << (text.empty() ? "(none)" : text) << "\n";
             } else {
                 std::cout << display(r->value);
-                if (r->conflict) std::cout << "   [CONFLICT: " << r->competing.size() << " values, supervisor review]";
+                if (r->conflict)
+                    std::cout << "   [CONFLICT: " << r->competing.size()
+                              << " values, supervisor review]";
                 if (!r->declared) std::cout << "   (field of a newer survey version)";
                 std::cout << "\n";
                 if (r->conflict) print_competing(name);
@@ -620,9 +691,13 @@ struct Tool {
             if (as_json) {
                 auto o = status_json(r.status());
                 o["ok"] = st.ok();
-                if (!st) o["error"] = json::object{{"code", errc_name(st.error())}, {"message", st.error().message}};
+                if (!st)
+                    o["error"] = json::object{{"code", errc_name(st.error())},
+                                              {"message", st.error().message}};
                 print(o);
-                if (!st) std::cerr << "fieldsync-tablet: error: sync failed: " << st.error().message << "\n";
+                if (!st)
+                    std::cerr << "fieldsync-tablet: error: sync failed: " << st.error().message
+                              << "\n";
                 return st ? exit_ok : exit_failed;
             }
             if (!st) {
@@ -633,8 +708,8 @@ struct Tool {
             }
             if (!as_json) {
                 const auto s = r.status();
-                std::cout << "sync complete: pushed " << s.pushed << ", pulled " << s.pulled << ", refused "
-                          << s.rejected << ", pending " << s.pending << "\n";
+                std::cout << "sync complete: pushed " << s.pushed << ", pulled " << s.pulled
+                          << ", refused " << s.rejected << ", pending " << s.pending << "\n";
             }
             return exit_ok;
         }
@@ -645,7 +720,8 @@ struct Tool {
         fieldsync::Replicator r(replica, std::move(options));
         r.start();
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-        while (!g_interrupted && r.running() && (timeout_s <= 0 || std::chrono::steady_clock::now() < deadline))
+        while (!g_interrupted && r.running() &&
+               (timeout_s <= 0 || std::chrono::steady_clock::now() < deadline))
             std::this_thread::sleep_for(100ms);
         const bool ended_by_itself = !r.running();
         r.stop();
@@ -666,10 +742,13 @@ struct Tool {
         if (as_json) {
             json::array rej;
             for (const auto& r : *rejected)
-                rej.push_back(json::object{{"collection", r.collection}, {"id", r.id.to_string()},
-                                           {"code", r.code}, {"reason", r.reason}});
+                rej.push_back(json::object{{"collection", r.collection},
+                                           {"id", r.id.to_string()},
+                                           {"code", r.code},
+                                           {"reason", r.reason}});
             json::array scope;
-            for (const auto& a : info->scope) scope.emplace_back(a);
+            for (const auto& a : info->scope)
+                scope.emplace_back(a);
             json::object o{{"db", db},
                            {"server", c ? c->server : ""},
                            {"user", info->user.empty() && c ? c->user : info->user},
@@ -681,7 +760,8 @@ struct Tool {
                            {"signed_in", info->has_token},
                            {"pending", info->pending},
                            {"rejected", std::move(rej)}};
-            o["last_sync"] = info->last_sync_ms ? json::value(p::iso8601_utc(info->last_sync_ms)) : json::value(nullptr);
+            o["last_sync"] = info->last_sync_ms ? json::value(p::iso8601_utc(info->last_sync_ms))
+                                                : json::value(nullptr);
             if (info->last_error)
                 o["last_error"] = json::object{{"code", errc_name(*info->last_error)},
                                                {"message", info->last_error->message},
@@ -693,19 +773,23 @@ struct Tool {
         }
         std::cout << "server:          " << (c ? c->server : "(not set up: run init)") << "\n"
                   << "user:            " << (info->user.empty() ? (c ? c->user : "-") : info->user)
-                  << (info->role.empty() ? "" : " (" + info->role + ")") << (info->has_token ? "" : ", not signed in")
-                  << "\n"
+                  << (info->role.empty() ? "" : " (" + info->role + ")")
+                  << (info->has_token ? "" : ", not signed in") << "\n"
                   << "device:          " << info->device_id.to_string() << "\n"
-                  << "survey schema:   " << (info->schema_version ? "version " + std::to_string(info->schema_version) : "none yet")
+                  << "survey schema:   "
+                  << (info->schema_version ? "version " + std::to_string(info->schema_version)
+                                           : "none yet")
                   << "\n"
-                  << "last sync:       " << (info->last_sync_ms ? p::iso8601_utc(info->last_sync_ms) : "never") << "\n"
+                  << "last sync:       "
+                  << (info->last_sync_ms ? p::iso8601_utc(info->last_sync_ms) : "never") << "\n"
                   << "pending changes: " << info->pending << "\n";
         if (info->last_error)
             std::cout << "last error:      " << info->last_error->message << " ("
                       << p::iso8601_utc(info->last_error_ms) << ")\n";
         std::cout << "refused by the server: " << rejected->size() << "\n";
         for (const auto& r : *rejected)
-            std::cout << "  " << r.collection << "/" << r.id.to_string() << "  " << r.code << ": " << r.reason << "\n";
+            std::cout << "  " << r.collection << "/" << r.id.to_string() << "  " << r.code << ": "
+                      << r.reason << "\n";
         return exit_ok;
     }
 };
@@ -725,16 +809,20 @@ int main(int argc, char** argv) {
     std::vector<std::string> pins;
     int init_timeout = 60;
     auto* init = app.add_subcommand("init", "set up this tablet for a server and an account");
-    init->add_option("--server", server, "ws://host:port or wss://host:port (path /sync)")->required();
+    init->add_option("--server", server, "ws://host:port or wss://host:port (path /sync)")
+        ->required();
     init->add_option("--user", user, "user name")->required();
-    init->add_option("--password-file", password_file, "read the password from this file (else prompt)");
-    init->add_option("--ca-file", ca_file, "PEM file of trusted CAs for wss:// (default: system store)");
+    init->add_option("--password-file", password_file,
+                     "read the password from this file (else prompt)");
+    init->add_option("--ca-file", ca_file,
+                     "PEM file of trusted CAs for wss:// (default: system store)");
     init->add_option("--pin", pins, "certificate pin sha256/BASE64 of the server key (repeatable)");
     init->add_option("--timeout", init_timeout, "seconds for the first sync (default 60)");
 
     std::string collection, id;
     std::vector<std::string> fields;
-    auto* add = app.add_subcommand("add", "add a record: add household|member|visit FIELD=VALUE...");
+    auto* add =
+        app.add_subcommand("add", "add a record: add household|member|visit FIELD=VALUE...");
     add->add_option("collection", collection, "household(s), member(s), visit(s)")->required();
     add->add_option("fields", fields, "FIELD=VALUE")->required();
 
@@ -750,7 +838,8 @@ int main(int argc, char** argv) {
     std::string area;
     std::vector<std::string> where;
     bool conflicts = false, deleted = false, unsynced = false;
-    auto* list = app.add_subcommand("list", "list records: list COLLECTION [--area A] [--where F=V]...");
+    auto* list =
+        app.add_subcommand("list", "list records: list COLLECTION [--area A] [--where F=V]...");
     list->add_option("collection", collection)->required();
     list->add_option("--area", area, "only this area and below");
     list->add_option("--where", where, "FIELD=VALUE (repeatable; all must hold)");
@@ -765,10 +854,13 @@ int main(int argc, char** argv) {
     bool continuous = false;
     int timeout = 0;
     auto* sync = app.add_subcommand("sync", "upload local changes and download the server's");
-    sync->add_flag("--continuous", continuous, "stay connected (Ctrl-C to stop); reconnects with backoff");
-    sync->add_option("--timeout", timeout, "give up after S seconds (default 120; continuous: run for S seconds)");
+    sync->add_flag("--continuous", continuous,
+                   "stay connected (Ctrl-C to stop); reconnects with backoff");
+    sync->add_option("--timeout", timeout,
+                     "give up after S seconds (default 120; continuous: run for S seconds)");
 
-    auto* status = app.add_subcommand("status", "pending changes, refused records, last sync, server, user");
+    auto* status =
+        app.add_subcommand("status", "pending changes, refused records, last sync, server, user");
 
     try {
         app.parse(argc, argv);
@@ -788,7 +880,9 @@ int main(int argc, char** argv) {
         if (*status) return tool.status();
     } catch (const Failure& f) {
         if (tool.as_json)
-            std::cout << json::serialize(json::object{{"ok", false}, {"error", json::object{{"code", f.code}, {"message", f.message}}}})
+            std::cout << json::serialize(json::object{
+                             {"ok", false},
+                             {"error", json::object{{"code", f.code}, {"message", f.message}}}})
                       << "\n";
         std::cerr << "fieldsync-tablet: error: " << f.message << "\n";
         return exit_failed;

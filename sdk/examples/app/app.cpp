@@ -32,8 +32,8 @@ int main(int argc, char** argv) {
         options.credentials = {argv[3], argv[4], ""};
         options.app = "example-app/1.0";
         options.on_status = [](const fieldsync::ReplicatorStatus& s) {
-            std::cout << "  " << fieldsync::to_string(s.state) << ": pushed " << s.pushed << "/" << s.push_total
-                      << ", pulled " << s.pulled << "\n";
+            std::cout << "  " << fieldsync::to_string(s.state) << ": pushed " << s.pushed << "/"
+                      << s.push_total << ", pulled " << s.pulled << "\n";
         };
         fieldsync::Replicator replicator(replica, options);
         if (auto st = replicator.sync_once(std::chrono::seconds(60)); !st) {
@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
         return EXIT_FAILURE;
     }
     std::cout << households->size() << " household(s)\n";
-    for (const auto& h : *households) std::cout << "  " << h.to_json() << "\n";
+    for (const auto& h : *households)
+        std::cout << "  " << h.to_json() << "\n";
     return EXIT_SUCCESS;
 }

@@ -31,9 +31,9 @@ public:
         auto store = srv::open_sqlite_store(dir / "server.db");
         if (!store) throw std::runtime_error("store: " + store.error().message);
         check((*store)->put_schema(schema->version(), text.str()));
-        for (const char* code : {"ordos", "ordos/ejin-horo", "ordos/ejin-horo/altan-xire",
-                                 "ordos/ejin-horo/altan-xire/longhuqu",
-                                 "ordos/ejin-horo/altan-xire/hashatu"}) {
+        for (const char* code :
+             {"ordos", "ordos/ejin-horo", "ordos/ejin-horo/altan-xire",
+              "ordos/ejin-horo/altan-xire/longhuqu", "ordos/ejin-horo/altan-xire/hashatu"}) {
             srv::Area a;
             a.code = code;
             const std::string c = code;
@@ -42,8 +42,10 @@ public:
             a.name_en = c;
             check((*store)->put_area(a));
         }
-        add_user(**store, "enumerator-longhuqu", srv::Role::enumerator, {"ordos/ejin-horo/altan-xire/longhuqu"});
-        add_user(**store, "enumerator-hashatu", srv::Role::enumerator, {"ordos/ejin-horo/altan-xire"});
+        add_user(**store, "enumerator-longhuqu", srv::Role::enumerator,
+                 {"ordos/ejin-horo/altan-xire/longhuqu"});
+        add_user(**store, "enumerator-hashatu", srv::Role::enumerator,
+                 {"ordos/ejin-horo/altan-xire"});
         add_user(**store, "supervisor-ejin-horo", srv::Role::supervisor, {"ordos/ejin-horo"});
         m_worker = std::make_unique<srv::StoreWorker>(std::move(*store), std::move(*schema),
                                                       srv::StoreWorker::Options{});

@@ -72,15 +72,17 @@ public:
             return;
         }
         // The worker calls back on its own thread: only queue there (it must not block).
-        m_session = m_worker.open_session("loopback", [box = m_box](fieldsync::server::SyncOutput out) {
-            for (auto& f : out.frames) box->post_frame(std::move(f));
-            if (out.close) {
-                fieldsync::TransportClose c;
-                c.code = out.close_code ? out.close_code : 1000;
-                c.reason = out.close_reason;
-                box->post_closed(c);
-            }
-        });
+        m_session =
+            m_worker.open_session("loopback", [box = m_box](fieldsync::server::SyncOutput out) {
+                for (auto& f : out.frames)
+                    box->post_frame(std::move(f));
+                if (out.close) {
+                    fieldsync::TransportClose c;
+                    c.code = out.close_code ? out.close_code : 1000;
+                    c.reason = out.close_reason;
+                    box->post_closed(c);
+                }
+            });
         m_box->post_open();
     }
 
@@ -173,10 +175,12 @@ private:
 class CountingTransport final : public fieldsync::Transport {
 public:
     struct Counters {
-        std::atomic<std::uint64_t> connects{0}, frames_out{0}, bytes_out{0}, frames_in{0}, bytes_in{0};
+        std::atomic<std::uint64_t> connects{0}, frames_out{0}, bytes_out{0}, frames_in{0},
+            bytes_in{0};
     };
 
-    CountingTransport(std::unique_ptr<fieldsync::Transport> inner, std::shared_ptr<Counters> counters)
+    CountingTransport(std::unique_ptr<fieldsync::Transport> inner,
+                      std::shared_ptr<Counters> counters)
         : m_inner(std::move(inner)), m_counters(std::move(counters)) {}
 
     void connect(const std::string& url, const fieldsync::TransportHeaders& headers,
@@ -189,7 +193,9 @@ public:
         m_counters->bytes_out += frame.size();
         m_inner->send(std::move(frame));
     }
-    void close(std::uint16_t code, std::string reason) override { m_inner->close(code, std::move(reason)); }
+    void close(std::uint16_t code, std::string reason) override {
+        m_inner->close(code, std::move(reason));
+    }
 
 private:
     /// The delegate seen by the inner transport: counts, then forwards on the same thread.

@@ -43,8 +43,8 @@ Tablet make_tablet(const fs::path& file, const std::string& user, example::InPro
             std::make_unique<example::LoopbackTransport>(server.worker()), counters);
     };
     options.on_status = [user](const fieldsync::ReplicatorStatus& s) {
-        std::cout << "  [" << user << "] " << fieldsync::to_string(s.state) << " pushed " << s.pushed
-                  << "/" << s.push_total << " pulled " << s.pulled << "\n";
+        std::cout << "  [" << user << "] " << fieldsync::to_string(s.state) << " pushed "
+                  << s.pushed << "/" << s.push_total << " pulled " << s.pulled << "\n";
     };
     Tablet t;
     t.replica = *opened;
@@ -75,9 +75,10 @@ int main(int argc, char** argv) {
 
         if (sync(a, "tablet A: first sync (receives the survey)") &&
             sync(b, "tablet B: first sync")) {
-            auto id = a.replica->create_json("households", {{"village", "\"ordos/ejin-horo/altan-xire/longhuqu\""},
-                                                            {"head_name", "\"Bater\""},
-                                                            {"poverty_status", "\"dibao_line\""}});
+            auto id = a.replica->create_json(
+                "households", {{"village", "\"ordos/ejin-horo/altan-xire/longhuqu\""},
+                               {"head_name", "\"Bater\""},
+                               {"poverty_status", "\"dibao_line\""}});
             if (!id) throw std::runtime_error(id.error().message);
             std::cout << "tablet A: created household " << id->to_string() << "\n";
             if (sync(a, "tablet A: upload") && sync(b, "tablet B: download")) {

@@ -47,51 +47,53 @@
 /* --- Portability macros ------------------------------------------------------------------ */
 
 #if defined(_WIN32)
-#  if defined(FIELDSYNC_C_BUILDING)
-#    define FS_EXPORT __declspec(dllexport)
-#  else
-#    define FS_EXPORT __declspec(dllimport)
-#  endif
-#elif defined(__GNUC__)
-#  define FS_EXPORT __attribute__((visibility("default")))
+#if defined(FIELDSYNC_C_BUILDING)
+#define FS_EXPORT __declspec(dllexport)
 #else
-#  define FS_EXPORT
+#define FS_EXPORT __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define FS_EXPORT __attribute__((visibility("default")))
+#else
+#define FS_EXPORT
 #endif
 
 #if defined(__cplusplus)
-#  define FS_NOEXCEPT noexcept
+#define FS_NOEXCEPT noexcept
 #else
-#  define FS_NOEXCEPT
+#define FS_NOEXCEPT
 #endif
 
 /* Nullability for Swift (clang only; other compilers see nothing). */
 #if defined(__clang__)
-#  define FS_NULLABLE _Nullable
-#  define FS_NONNULL _Nonnull
-#  define FS_ASSUME_NONNULL_BEGIN _Pragma("clang assume_nonnull begin")
-#  define FS_ASSUME_NONNULL_END _Pragma("clang assume_nonnull end")
+#define FS_NULLABLE _Nullable
+#define FS_NONNULL _Nonnull
+#define FS_ASSUME_NONNULL_BEGIN _Pragma("clang assume_nonnull begin")
+#define FS_ASSUME_NONNULL_END _Pragma("clang assume_nonnull end")
 #else
-#  define FS_NULLABLE
-#  define FS_NONNULL
-#  define FS_ASSUME_NONNULL_BEGIN
-#  define FS_ASSUME_NONNULL_END
+#define FS_NULLABLE
+#define FS_NONNULL
+#define FS_ASSUME_NONNULL_BEGIN
+#define FS_ASSUME_NONNULL_END
 #endif
 
 /* Enums with a fixed underlying type: a real enum in C++ and for Swift's importer (clang in
  * Objective-C mode), a typedef of the integer type plus named constants in plain C. */
 #if defined(__clang__) && (defined(__OBJC__) || defined(__swift__))
-#  define FS_ENUM(type, name) \
-      typedef enum __attribute__((enum_extensibility(open))) name : type name; \
-      enum __attribute__((enum_extensibility(open))) name : type
+#define FS_ENUM(type, name)                                                  \
+    typedef enum __attribute__((enum_extensibility(open))) name : type name; \
+    enum __attribute__((enum_extensibility(open))) name : type
 #elif defined(__cplusplus)
-#  define FS_ENUM(type, name) enum name : type
+#define FS_ENUM(type, name) enum name : type
 #else
-#  define FS_ENUM(type, name) typedef type name; enum
+#define FS_ENUM(type, name) \
+    typedef type name;      \
+    enum
 #endif
 
 #if defined(__clang__)
-#  pragma clang diagnostic push
-#  pragma clang diagnostic ignored "-Wnullability-extension"
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wnullability-extension"
 #endif
 
 #ifdef __cplusplus
@@ -104,39 +106,39 @@ FS_ASSUME_NONNULL_BEGIN
 
 /** Error codes. 1-18 are the sync protocol's codes (protocol/SPEC.md §7), 100-108 the
  *  transport's, 200+ the C API's own. */
-FS_ENUM(int32_t, fs_error_code) {
+FS_ENUM(int32_t, fs_error_code){
     FS_OK = 0,
     FS_ERROR_MALFORMED = 1,
     FS_ERROR_LIMIT_EXCEEDED = 2,
     FS_ERROR_WRONG_TYPE = 3,
     FS_ERROR_MISSING_FIELD = 4,
-    FS_ERROR_INVALID_VALUE = 5,         /**< no such record; the record is deleted; bad value */
+    FS_ERROR_INVALID_VALUE = 5, /**< no such record; the record is deleted; bad value */
     FS_ERROR_UNKNOWN_MESSAGE = 6,
-    FS_ERROR_UNSUPPORTED_VERSION = 7,   /**< replica file from a newer SDK; update the app */
+    FS_ERROR_UNSUPPORTED_VERSION = 7, /**< replica file from a newer SDK; update the app */
     FS_ERROR_SCHEMA_INVALID = 8,
-    FS_ERROR_VALIDATION_FAILED = 9,     /**< a write does not fit the survey schema, or no schema
-                                             yet (sync once first); the message names the field */
+    FS_ERROR_VALIDATION_FAILED = 9, /**< a write does not fit the survey schema, or no schema
+                                         yet (sync once first); the message names the field */
     FS_ERROR_CLOCK_DRIFT = 10,
     FS_ERROR_NOT_CANONICAL = 11,
-    FS_ERROR_UNAUTHENTICATED = 12,      /**< wrong password, refused token: ask the user */
-    FS_ERROR_FORBIDDEN = 13,            /**< outside the user's areas */
+    FS_ERROR_UNAUTHENTICATED = 12, /**< wrong password, refused token: ask the user */
+    FS_ERROR_FORBIDDEN = 13,       /**< outside the user's areas */
     FS_ERROR_REPLICA_CONFLICT = 14,
     FS_ERROR_REBOOTSTRAP_REQUIRED = 15,
-    FS_ERROR_UNEXPECTED_MESSAGE = 16,   /**< also: the replicator is already running */
-    FS_ERROR_INTERNAL = 17,             /**< SQLite failed (disk full, damaged file, locked) */
-    FS_ERROR_BUSY = 18,                 /**< server busy, or a sync did not finish in time */
-    FS_ERROR_CLOSED = 100,              /**< the connection closed before the sync completed */
-    FS_ERROR_CONNECT_FAILED = 101,      /**< DNS or TCP failure: offline, wrong host or port */
-    FS_ERROR_TLS_FAILED = 102,          /**< untrusted certificate, wrong host name, ... */
-    FS_ERROR_PIN_MISMATCH = 103,        /**< server key matches no configured pin */
-    FS_ERROR_HANDSHAKE_FAILED = 104,    /**< WebSocket upgrade refused (wrong URL path?) */
+    FS_ERROR_UNEXPECTED_MESSAGE = 16, /**< also: the replicator is already running */
+    FS_ERROR_INTERNAL = 17,           /**< SQLite failed (disk full, damaged file, locked) */
+    FS_ERROR_BUSY = 18,               /**< server busy, or a sync did not finish in time */
+    FS_ERROR_CLOSED = 100,            /**< the connection closed before the sync completed */
+    FS_ERROR_CONNECT_FAILED = 101,    /**< DNS or TCP failure: offline, wrong host or port */
+    FS_ERROR_TLS_FAILED = 102,        /**< untrusted certificate, wrong host name, ... */
+    FS_ERROR_PIN_MISMATCH = 103,      /**< server key matches no configured pin */
+    FS_ERROR_HANDSHAKE_FAILED = 104,  /**< WebSocket upgrade refused (wrong URL path?) */
     FS_ERROR_TIMEOUT = 105,
-    FS_ERROR_PROTOCOL = 106,            /**< broken WebSocket stream */
+    FS_ERROR_PROTOCOL = 106, /**< broken WebSocket stream */
     FS_ERROR_INVALID_URL = 107,
-    FS_ERROR_NETWORK = 108,             /**< connection lost */
-    FS_ERROR_INVALID_ARGUMENT = 200,    /**< NULL where a value is required, malformed JSON, bad id */
-    FS_ERROR_NOT_FOUND = 201,           /**< no record with that id in that collection */
-    FS_ERROR_UNEXPECTED = 202           /**< an unexpected C++ exception (a bug; please report) */
+    FS_ERROR_NETWORK = 108,          /**< connection lost */
+    FS_ERROR_INVALID_ARGUMENT = 200, /**< NULL where a value is required, malformed JSON, bad id */
+    FS_ERROR_NOT_FOUND = 201,        /**< no record with that id in that collection */
+    FS_ERROR_UNEXPECTED = 202        /**< an unexpected C++ exception (a bug; please report) */
 };
 
 /** A failure: code and message. See the conventions block. */
@@ -146,7 +148,8 @@ typedef struct fs_error {
 } fs_error;
 
 /** Initializer: `fs_error err = FS_ERROR_INIT;` */
-#define FS_ERROR_INIT {FS_OK, NULL}
+#define FS_ERROR_INIT \
+    { FS_OK, NULL }
 
 /** Frees the message and resets the error to FS_OK. NULL-safe. */
 FS_EXPORT void fs_error_clear(fs_error* FS_NULLABLE error) FS_NOEXCEPT;
@@ -197,7 +200,8 @@ FS_EXPORT char* FS_NULLABLE fs_replica_create(fs_replica* replica, const char* c
  *  Returns true, or false: as fs_replica_create, plus FS_ERROR_INVALID_VALUE (no such record,
  *  or deleted). */
 FS_EXPORT bool fs_replica_update(fs_replica* replica, const char* collection, const char* id,
-                                 const char* fields_json, fs_error* FS_NULLABLE out_error) FS_NOEXCEPT;
+                                 const char* fields_json,
+                                 fs_error* FS_NULLABLE out_error) FS_NOEXCEPT;
 
 /** Deletes a record (a tombstone that syncs; confirms a delete conflict). */
 FS_EXPORT bool fs_replica_delete(fs_replica* replica, const char* collection, const char* id,
@@ -223,7 +227,8 @@ FS_EXPORT bool fs_replica_increment(fs_replica* replica, const char* collection,
  *  competing value (`_deleted` for a delete conflict). NULL on failure: FS_ERROR_NOT_FOUND,
  *  FS_ERROR_INVALID_ARGUMENT (bad id), FS_ERROR_INTERNAL. */
 FS_EXPORT char* FS_NULLABLE fs_replica_get(const fs_replica* replica, const char* collection,
-                                           const char* id, fs_error* FS_NULLABLE out_error) FS_NOEXCEPT;
+                                           const char* id,
+                                           fs_error* FS_NULLABLE out_error) FS_NOEXCEPT;
 
 /** The records of `collection` matching `filter_json` as a JSON array of fs_replica_get
  *  objects, ordered by id (creation time). `filter_json` (NULL or "{}": all live records):
@@ -256,7 +261,7 @@ FS_EXPORT char* FS_NULLABLE fs_replica_schema(const fs_replica* replica,
                                               fs_error* FS_NULLABLE out_error) FS_NOEXCEPT;
 
 /** Why observers are called. */
-FS_ENUM(uint8_t, fs_change_origin) {
+FS_ENUM(uint8_t, fs_change_origin){
     FS_CHANGE_LOCAL_WRITE = 0, /**< a write through this replica */
     FS_CHANGE_REMOTE = 1,      /**< the sync joined downloaded changes */
     FS_CHANGE_REVOKED = 2,     /**< records left the user's scope */
@@ -310,8 +315,8 @@ typedef struct fs_header {
 typedef struct fs_transport {
     void* FS_NULLABLE context;
     /** Starts connecting to `url` (ws:// or wss://). Strings are valid during the call. */
-    void (*connect)(void* FS_NULLABLE context, fs_transport_connection* connection,
-                    const char* url, const fs_header* FS_NULLABLE headers, size_t header_count);
+    void (*connect)(void* FS_NULLABLE context, fs_transport_connection* connection, const char* url,
+                    const fs_header* FS_NULLABLE headers, size_t header_count);
     /** Sends one binary frame (`data` is valid during the call). */
     void (*send)(void* FS_NULLABLE context, fs_transport_connection* connection,
                  const uint8_t* data, size_t size);
@@ -355,11 +360,14 @@ FS_EXPORT void fs_replicator_config_set_credentials(fs_replicator_config* config
                                                     const char* FS_NULLABLE password,
                                                     const char* FS_NULLABLE token) FS_NOEXCEPT;
 /** hello.app: "household-app/1.4". */
-FS_EXPORT void fs_replicator_config_set_app(fs_replicator_config* config, const char* app) FS_NOEXCEPT;
+FS_EXPORT void fs_replicator_config_set_app(fs_replicator_config* config,
+                                            const char* app) FS_NOEXCEPT;
 /** false (default): one-shot; true: continuous (stay connected, reconnect with backoff). */
-FS_EXPORT void fs_replicator_config_set_continuous(fs_replicator_config* config, bool continuous) FS_NOEXCEPT;
+FS_EXPORT void fs_replicator_config_set_continuous(fs_replicator_config* config,
+                                                   bool continuous) FS_NOEXCEPT;
 /** PEM file of trusted certificate authorities for wss:// (default: the system store). */
-FS_EXPORT void fs_replicator_config_set_ca_file(fs_replicator_config* config, const char* path) FS_NOEXCEPT;
+FS_EXPORT void fs_replicator_config_set_ca_file(fs_replicator_config* config,
+                                                const char* path) FS_NOEXCEPT;
 /** Adds a certificate pin, "sha256/<base64>" of the server key's SPKI (or 64 hex digits).
  *  Returns false with FS_ERROR_INVALID_ARGUMENT for a malformed pin. */
 FS_EXPORT bool fs_replicator_config_add_pin(fs_replicator_config* config, const char* pin,
@@ -380,30 +388,30 @@ FS_EXPORT void fs_replicator_config_set_transport(fs_replicator_config* config,
                                                   const fs_transport* transport) FS_NOEXCEPT;
 
 /** What the replicator is doing. */
-FS_ENUM(uint8_t, fs_replicator_state) {
+FS_ENUM(uint8_t, fs_replicator_state){
     FS_REPLICATOR_STOPPED = 0,
     FS_REPLICATOR_CONNECTING = 1,
     FS_REPLICATOR_AUTHENTICATING = 2,
     FS_REPLICATOR_PUSHING = 3,
     FS_REPLICATOR_PULLING = 4,
-    FS_REPLICATOR_IDLE = 5,    /**< up to date (continuous: connected, live) */
-    FS_REPLICATOR_OFFLINE = 6  /**< continuous: waiting to reconnect */
+    FS_REPLICATOR_IDLE = 5,   /**< up to date (continuous: connected, live) */
+    FS_REPLICATOR_OFFLINE = 6 /**< continuous: waiting to reconnect */
 };
 
 /** A status snapshot. */
 typedef struct fs_replicator_status {
     fs_replicator_state state;
-    bool up_to_date;        /**< the last session caught up */
-    uint32_t attempt;       /**< failed connection attempts in a row */
-    uint64_t retry_in_ms;   /**< offline: time until the next attempt */
-    uint64_t pushed;        /**< records acknowledged in this session */
-    uint64_t push_total;    /**< records to upload in this session (0 until known) */
-    uint64_t rejected;      /**< records refused by the server in this session */
-    uint64_t pulled;        /**< record states downloaded in this session */
+    bool up_to_date;      /**< the last session caught up */
+    uint32_t attempt;     /**< failed connection attempts in a row */
+    uint64_t retry_in_ms; /**< offline: time until the next attempt */
+    uint64_t pushed;      /**< records acknowledged in this session */
+    uint64_t push_total;  /**< records to upload in this session (0 until known) */
+    uint64_t rejected;    /**< records refused by the server in this session */
+    uint64_t pulled;      /**< record states downloaded in this session */
     uint64_t pages;
     uint64_t cursor;
-    uint64_t pending;       /**< records waiting for upload */
-    fs_error_code error_code;             /**< the last error, FS_OK when none */
+    uint64_t pending;                      /**< records waiting for upload */
+    fs_error_code error_code;              /**< the last error, FS_OK when none */
     const char* FS_NULLABLE error_message; /**< its message, NULL when none */
 } fs_replicator_status;
 
@@ -411,10 +419,9 @@ typedef struct fs_replicator_status {
  *  valid during the call. Must not block, and must not call fs_replicator_release. */
 typedef void (*fs_status_callback)(void* FS_NULLABLE context, const fs_replicator_status* status);
 
-FS_EXPORT void fs_replicator_config_set_status_callback(fs_replicator_config* config,
-                                                        fs_status_callback FS_NULLABLE callback,
-                                                        void* FS_NULLABLE context,
-                                                        fs_free_context FS_NULLABLE free_context) FS_NOEXCEPT;
+FS_EXPORT void fs_replicator_config_set_status_callback(
+    fs_replicator_config* config, fs_status_callback FS_NULLABLE callback,
+    void* FS_NULLABLE context, fs_free_context FS_NULLABLE free_context) FS_NOEXCEPT;
 
 /** Syncs `replica` with the configured server on its own thread (the replicator keeps its
  *  own reference to the replica). Returns the replicator (release with
@@ -436,18 +443,19 @@ FS_EXPORT void fs_replicator_stop(fs_replicator* replicator) FS_NOEXCEPT;
 FS_EXPORT bool fs_replicator_sync_once(fs_replicator* replicator, uint32_t timeout_ms,
                                        fs_error* FS_NULLABLE out_error) FS_NOEXCEPT;
 /** The current status; free with fs_replicator_status_free. NULL only if out of memory. */
-FS_EXPORT fs_replicator_status* FS_NULLABLE fs_replicator_get_status(const fs_replicator* replicator) FS_NOEXCEPT;
+FS_EXPORT fs_replicator_status* FS_NULLABLE
+fs_replicator_get_status(const fs_replicator* replicator) FS_NOEXCEPT;
 /** NULL-safe. */
 FS_EXPORT void fs_replicator_status_free(fs_replicator_status* FS_NULLABLE status) FS_NOEXCEPT;
 
 FS_ASSUME_NONNULL_END
 
 #ifdef __cplusplus
-}  /* extern "C" */
+} /* extern "C" */
 #endif
 
 #if defined(__clang__)
-#  pragma clang diagnostic pop
+#pragma clang diagnostic pop
 #endif
 
 #endif /* FIELDSYNC_FIELDSYNC_H */

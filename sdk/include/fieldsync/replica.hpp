@@ -108,9 +108,9 @@ const char* to_string(SyncStatus s) noexcept;
 /// One value held by a review field in conflict: who wrote it and when.
 struct CompetingValue {
     Value value;
-    std::string by;                 ///< author (user name)
-    ReplicaId replica;              ///< the replica that wrote it
-    protocol::HlcTimestamp ts;      ///< when (ts.wall_ms() is Unix ms, server-corrected)
+    std::string by;             ///< author (user name)
+    ReplicaId replica;          ///< the replica that wrote it
+    protocol::HlcTimestamp ts;  ///< when (ts.wall_ms() is Unix ms, server-corrected)
     bool operator==(const CompetingValue&) const = default;
 };
 
@@ -131,14 +131,14 @@ struct FieldReading {
 struct RecordView {
     std::string collection;
     RecordId id;
-    std::string area;             ///< the record's area code ("" when it has none yet)
-    bool deleted = false;         ///< the provisional value of "_deleted"
-    bool delete_conflict = false; ///< a delete and an edit were concurrent: a supervisor decides
+    std::string area;              ///< the record's area code ("" when it has none yet)
+    bool deleted = false;          ///< the provisional value of "_deleted"
+    bool delete_conflict = false;  ///< a delete and an edit were concurrent: a supervisor decides
     std::map<std::string, FieldReading> fields;  ///< every written field except "_deleted"
-    std::vector<std::string> conflicts;  ///< review fields in conflict, "_deleted" included
+    std::vector<std::string> conflicts;          ///< review fields in conflict, "_deleted" included
     SyncStatus sync = SyncStatus::synced;
-    std::string reject_code;    ///< when rejected: the server's code ("validation_failed", ...)
-    std::string reject_reason;  ///< when rejected: the server's explanation, naming the field
+    std::string reject_code;      ///< when rejected: the server's code ("validation_failed", ...)
+    std::string reject_reason;    ///< when rejected: the server's explanation, naming the field
     protocol::RecordState state;  ///< the full replicated state (for tools and the C API)
 
     /// True when local writes wait for upload (sync == pending).
@@ -176,9 +176,9 @@ struct RejectedRecord {
 struct SyncInfo {
     protocol::Id128 device_id;
     ReplicaId replica_id;
-    std::string user;                ///< signed-in user (from the last welcome), "" before
-    std::string role;                ///< "enumerator", "supervisor", "admin", "" before
-    std::vector<std::string> scope;  ///< the user's area codes
+    std::string user;                  ///< signed-in user (from the last welcome), "" before
+    std::string role;                  ///< "enumerator", "supervisor", "admin", "" before
+    std::vector<std::string> scope;    ///< the user's area codes
     std::uint32_t schema_version = 0;  ///< 0 = no schema yet
     std::uint64_t cursor = 0;          ///< the server cursor pulled up to (0 = none)
     std::int64_t clock_offset_ms = 0;  ///< server time - device time, from the last sync
@@ -282,8 +282,8 @@ public:
                       const Value& element);
     /// Removes one element from a set field. Removing an absent element succeeds and writes
     /// nothing.
-    Status remove_from_set(std::string_view collection, const RecordId& id,
-                           std::string_view field, const Value& element);
+    Status remove_from_set(std::string_view collection, const RecordId& id, std::string_view field,
+                           const Value& element);
     /// Adds `delta` (may be negative, not zero) to a counter field.
     Status increment(std::string_view collection, const RecordId& id, std::string_view field,
                      std::int64_t delta);

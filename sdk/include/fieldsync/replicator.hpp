@@ -57,18 +57,18 @@ const char* to_string(ReplicatorState s) noexcept;
 /// A snapshot for progress displays. Counters are those of the current (or last) session.
 struct ReplicatorStatus {
     ReplicatorState state = ReplicatorState::stopped;
-    std::uint64_t pushed = 0;      ///< records acknowledged by the server
-    std::uint64_t push_total = 0;  ///< records to upload in this session (known once pushing)
-    std::uint64_t rejected = 0;    ///< records the server refused in this session
-    std::uint64_t pulled = 0;      ///< record states downloaded (no total: the server does not
-                                   ///< announce one; `pages` grows with each page)
-    std::uint64_t pages = 0;       ///< pages downloaded
-    std::uint64_t revoked = 0;     ///< records removed because they left the user's scope
-    std::uint64_t cursor = 0;      ///< the stored pull cursor
-    std::size_t pending = 0;       ///< records waiting for upload, from the replica
-    std::uint32_t attempt = 0;     ///< failed connection attempts in a row (0 after a success)
-    std::uint64_t retry_in_ms = 0; ///< offline: time until the next attempt
-    bool up_to_date = false;       ///< the last session caught up (pushed and pulled everything)
+    std::uint64_t pushed = 0;       ///< records acknowledged by the server
+    std::uint64_t push_total = 0;   ///< records to upload in this session (known once pushing)
+    std::uint64_t rejected = 0;     ///< records the server refused in this session
+    std::uint64_t pulled = 0;       ///< record states downloaded (no total: the server does not
+                                    ///< announce one; `pages` grows with each page)
+    std::uint64_t pages = 0;        ///< pages downloaded
+    std::uint64_t revoked = 0;      ///< records removed because they left the user's scope
+    std::uint64_t cursor = 0;       ///< the stored pull cursor
+    std::size_t pending = 0;        ///< records waiting for upload, from the replica
+    std::uint32_t attempt = 0;      ///< failed connection attempts in a row (0 after a success)
+    std::uint64_t retry_in_ms = 0;  ///< offline: time until the next attempt
+    bool up_to_date = false;        ///< the last session caught up (pushed and pulled everything)
     /// The most recent error (session, transport or timeout), with a message for people
     /// ("wss://sync.example.org:443: TLS handshake failed: certificate has expired"). Cleared
     /// when a session catches up.

@@ -82,32 +82,32 @@ const char* to_string(SyncPhase p) noexcept;
 /// Progress of the current session (counters restart at start()).
 struct SyncProgress {
     SyncPhase phase = SyncPhase::idle;
-    std::uint64_t pushed = 0;      ///< records acknowledged by the server
-    std::uint64_t push_total = 0;  ///< records pending when the push phase began, plus writes
-                                   ///< made while it ran
-    std::uint64_t rejected = 0;    ///< records the server refused in this session
-    std::uint64_t pulled = 0;      ///< record states received (pages and notify)
-    std::uint64_t pages = 0;       ///< changes pages received
-    std::uint64_t revoked = 0;     ///< records removed by revoke or re-bootstrap
-    std::uint64_t cursor = 0;      ///< the stored pull cursor
-    bool rebootstrap = false;      ///< a re-bootstrap is in progress
+    std::uint64_t pushed = 0;         ///< records acknowledged by the server
+    std::uint64_t push_total = 0;     ///< records pending when the push phase began, plus writes
+                                      ///< made while it ran
+    std::uint64_t rejected = 0;       ///< records the server refused in this session
+    std::uint64_t pulled = 0;         ///< record states received (pages and notify)
+    std::uint64_t pages = 0;          ///< changes pages received
+    std::uint64_t revoked = 0;        ///< records removed by revoke or re-bootstrap
+    std::uint64_t cursor = 0;         ///< the stored pull cursor
+    bool rebootstrap = false;         ///< a re-bootstrap is in progress
     std::optional<Error> last_error;  ///< the last error of this session (code + message)
 };
 
 /// What happened; SyncEngine returns these with each step.
 enum class SyncEventKind : std::uint8_t {
-    phase_changed = 0,     ///< progress.phase is new
-    pushed = 1,            ///< `count` records acknowledged
-    rejected = 2,          ///< `count` records refused (message: the first reason)
-    restamped = 3,         ///< `count` records restamped after clock drift
-    pulled = 4,            ///< `count` record states joined (a page or a notify)
-    revoked = 5,           ///< `count` records removed (message says how many had pending writes)
-    schema_updated = 6,    ///< the replica adopted a new schema (message: its version)
+    phase_changed = 0,   ///< progress.phase is new
+    pushed = 1,          ///< `count` records acknowledged
+    rejected = 2,        ///< `count` records refused (message: the first reason)
+    restamped = 3,       ///< `count` records restamped after clock drift
+    pulled = 4,          ///< `count` record states joined (a page or a notify)
+    revoked = 5,         ///< `count` records removed (message says how many had pending writes)
+    schema_updated = 6,  ///< the replica adopted a new schema (message: its version)
     rebootstrap_started = 7,
     rebootstrap_finished = 8,  ///< `count` local records dropped as no longer in scope
-    digest_matched = 9,    ///< the local digest equals the server's
-    digest_mismatch = 10,  ///< it did not; a re-bootstrap repairs it
-    error = 11,            ///< `error` is set
+    digest_matched = 9,        ///< the local digest equals the server's
+    digest_mismatch = 10,      ///< it did not; a re-bootstrap repairs it
+    error = 11,                ///< `error` is set
 };
 /// "phase_changed", ... \note Thread-safe.
 const char* to_string(SyncEventKind k) noexcept;
@@ -124,8 +124,8 @@ struct SyncEvent {
 struct EngineOutput {
     std::vector<protocol::Bytes> frames;  ///< send as binary frames, in this order
     std::vector<SyncEvent> events;        ///< for the app (progress UI, logs)
-    bool close = false;        ///< close the connection after sending `frames`
-    std::string close_reason;  ///< why (for logs and the WebSocket close frame)
+    bool close = false;                   ///< close the connection after sending `frames`
+    std::string close_reason;             ///< why (for logs and the WebSocket close frame)
 };
 
 /// Options of a SyncEngine.

@@ -156,10 +156,10 @@ protocol::Result<std::vector<std::uint8_t>> parse_spki_pin(std::string_view pin)
 
 /// The parts of a sync URL.
 struct SyncUrl {
-    bool tls = false;      ///< wss (or https)
-    std::string host;      ///< without brackets for IPv6 literals
-    std::string port;      ///< "80"/"443" when absent
-    std::string target;    ///< path and query; "/sync" when the URL has no path
+    bool tls = false;    ///< wss (or https)
+    std::string host;    ///< without brackets for IPv6 literals
+    std::string port;    ///< "80"/"443" when absent
+    std::string target;  ///< path and query; "/sync" when the URL has no path
 };
 /// Parses ws://host[:port][/path], wss://..., and for convenience http:// and https:// (same
 /// as ws/wss). Failure: invalid_value naming the problem. \note Thread-safe.

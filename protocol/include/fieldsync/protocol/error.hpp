@@ -19,24 +19,24 @@ namespace fieldsync::protocol {
 
 /// Specific error codes. Values are stable: they travel on the wire (SPEC.md §7).
 enum class protocol_errc {
-    malformed = 1,             ///< bytes are not well-formed CBOR (truncated, reserved bytes, ...)
-    limit_exceeded = 2,        ///< a size, depth or count limit was exceeded
-    wrong_type = 3,            ///< a CBOR item has the wrong major type for its place
-    missing_field = 4,         ///< a required map key is absent
-    invalid_value = 5,         ///< a value is out of its domain (bad id length, bad enum, ...)
-    unknown_message = 6,       ///< the message type is not known to this protocol version
-    unsupported_version = 7,   ///< protocol or schema version not supported
-    schema_invalid = 8,        ///< a survey schema document has problems
-    validation_failed = 9,     ///< a write does not satisfy the survey schema
-    clock_drift = 10,          ///< a timestamp is too far ahead of the local clock
-    not_canonical = 11,        ///< input that must be canonical is not
-    unauthenticated = 12,      ///< credentials missing or wrong (server)
-    forbidden = 13,            ///< outside the user's role or scope (server)
-    replica_conflict = 14,     ///< replica id claimed by another device (server)
-    rebootstrap_required = 15, ///< cursor older than the tombstone purge point (server)
-    unexpected_message = 16,   ///< message not allowed in the session's current state
-    internal = 17,             ///< a bug or an environment failure on the sender's side
-    busy = 18,                 ///< the peer is overloaded; retry later with backoff
+    malformed = 1,              ///< bytes are not well-formed CBOR (truncated, reserved bytes, ...)
+    limit_exceeded = 2,         ///< a size, depth or count limit was exceeded
+    wrong_type = 3,             ///< a CBOR item has the wrong major type for its place
+    missing_field = 4,          ///< a required map key is absent
+    invalid_value = 5,          ///< a value is out of its domain (bad id length, bad enum, ...)
+    unknown_message = 6,        ///< the message type is not known to this protocol version
+    unsupported_version = 7,    ///< protocol or schema version not supported
+    schema_invalid = 8,         ///< a survey schema document has problems
+    validation_failed = 9,      ///< a write does not satisfy the survey schema
+    clock_drift = 10,           ///< a timestamp is too far ahead of the local clock
+    not_canonical = 11,         ///< input that must be canonical is not
+    unauthenticated = 12,       ///< credentials missing or wrong (server)
+    forbidden = 13,             ///< outside the user's role or scope (server)
+    replica_conflict = 14,      ///< replica id claimed by another device (server)
+    rebootstrap_required = 15,  ///< cursor older than the tombstone purge point (server)
+    unexpected_message = 16,    ///< message not allowed in the session's current state
+    internal = 17,              ///< a bug or an environment failure on the sender's side
+    busy = 18,                  ///< the peer is overloaded; retry later with backoff
 };
 
 /// Groups of errors, for callers that react to a kind rather than a code.
@@ -71,10 +71,9 @@ struct Error {
 
     /// Returns a copy whose message is prefixed by `where` ("items[2]" + ": " + message).
     [[nodiscard]] Error at(const std::string& where) const {
-        return Error{code, where + (message.empty() || message[0] == '.' || message[0] == '['
-                                        ? ""
-                                        : ": ") +
-                               message};
+        return Error{
+            code, where + (message.empty() || message[0] == '.' || message[0] == '[' ? "" : ": ") +
+                      message};
     }
 };
 
@@ -83,7 +82,7 @@ struct Error {
 template <class T>
 class [[nodiscard]] Result {
 public:
-    Result(T value) : m_v(std::in_place_index<0>, std::move(value)) {}  // NOLINT(implicit)
+    Result(T value) : m_v(std::in_place_index<0>, std::move(value)) {}      // NOLINT(implicit)
     Result(Error error) : m_v(std::in_place_index<1>, std::move(error)) {}  // NOLINT(implicit)
 
     bool ok() const noexcept { return m_v.index() == 0; }

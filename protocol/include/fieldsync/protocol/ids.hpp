@@ -49,8 +49,10 @@ template <>
 struct std::hash<fieldsync::protocol::Id128> {
     std::size_t operator()(const fieldsync::protocol::Id128& id) const noexcept {
         std::uint64_t a = 0, b = 0;
-        for (int i = 0; i < 8; ++i) a = (a << 8) | id.bytes[i];
-        for (int i = 8; i < 16; ++i) b = (b << 8) | id.bytes[i];
+        for (int i = 0; i < 8; ++i)
+            a = (a << 8) | id.bytes[i];
+        for (int i = 8; i < 16; ++i)
+            b = (b << 8) | id.bytes[i];
         return std::hash<std::uint64_t>{}(a ^ (b * 0x9e3779b97f4a7c15ull));
     }
 };

@@ -20,8 +20,9 @@
 //
 // Canonical encoding (SPEC.md §3.4, CDDL `record-state`), deterministic as RFC 8949 §4.2.1:
 //   { "c": collection, "f": {name: field-state}, "id": bstr(16), "ctx": {bstr(16): uint} }
-//   field-state = [0, entry] / [1, [* entry]] / [2, [* [value, [* dot]]]] / [3, [* [bstr, uint, uint]]]
-//   entry = [bstr(16) replica, uint counter, uint ts, tstr by, value];  dot = [bstr(16), uint]
+//   field-state = [0, entry] / [1, [* entry]] / [2, [* [value, [* dot]]]] / [3, [* [bstr, uint,
+//   uint]]] entry = [bstr(16) replica, uint counter, uint ts, tstr by, value];  dot = [bstr(16),
+//   uint]
 // Map keys sorted by their encoded bytes; entries sorted by dot; set elements by encoded value.
 //
 // Thread-compatible value types; no I/O; the clock is passed in (an HlcTimestamp per update).
@@ -118,7 +119,9 @@ struct CounterState {
 
 /// Variant index == MergeRule code.
 using FieldState = std::variant<LwwState, ReviewState, SetState, CounterState>;
-inline MergeRule rule_of(const FieldState& f) noexcept { return static_cast<MergeRule>(f.index()); }
+inline MergeRule rule_of(const FieldState& f) noexcept {
+    return static_cast<MergeRule>(f.index());
+}
 
 /// What a reader sees of one field.
 struct FieldView {

@@ -36,7 +36,7 @@ struct HttpRequest {
     std::string authorization;  ///< the Authorization header, "" if absent
     std::string content_type;
     std::string body;
-    std::string peer;           ///< remote address, for the login throttle
+    std::string peer;  ///< remote address, for the login throttle
 };
 
 /// Produces a streamed body chunk by chunk. `next` calls `done` with the next chunk, or nullopt

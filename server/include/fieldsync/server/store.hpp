@@ -61,11 +61,11 @@ struct StoredRecord {
     std::string collection;
     RecordId id;
     std::string area;
-    std::uint64_t seq = 0;            ///< server sequence of the latest change
-    std::uint32_t schema_version = 0; ///< schema version of the latest accepted write
+    std::uint64_t seq = 0;             ///< server sequence of the latest change
+    std::uint32_t schema_version = 0;  ///< schema version of the latest accepted write
     bool deleted = false;
     std::int64_t updated_at_ms = 0;
-    Bytes state;                      ///< canonical encoding (protocol::encode_record)
+    Bytes state;  ///< canonical encoding (protocol::encode_record)
 };
 
 /// What put_record writes. seq is assigned by the store.
@@ -80,13 +80,13 @@ struct RecordWrite {
 };
 
 struct AuditEntry {
-    std::uint64_t seq = 0;        ///< the change's server sequence
+    std::uint64_t seq = 0;  ///< the change's server sequence
     std::int64_t at_ms = 0;
     std::string user;
-    std::string device;           ///< device id text form, or "console"/"api"
+    std::string device;  ///< device id text form, or "console"/"api"
     std::string collection;
     RecordId id;
-    std::string summary;          ///< JSON text: the fields changed and their new values
+    std::string summary;  ///< JSON text: the fields changed and their new values
 };
 
 struct Move {
@@ -112,11 +112,11 @@ struct ChangesPage {
 
 struct User {
     std::int64_t id = 0;
-    std::string name;          ///< login name, unique
+    std::string name;  ///< login name, unique
     std::string display_name;
     Role role = Role::enumerator;
     bool disabled = false;
-    std::string password_hash; ///< "pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>"
+    std::string password_hash;  ///< "pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>"
     std::vector<std::string> areas;
     std::int64_t created_at_ms = 0;
 };
@@ -130,7 +130,7 @@ struct Token {
 };
 
 struct Device {
-    std::string id;            ///< device id, text form
+    std::string id;  ///< device id, text form
     ReplicaId replica;
     std::int64_t user_id = 0;
     std::string app_version;
@@ -163,10 +163,10 @@ struct Conflict {
     std::string area;
     bool open = true;
     std::int64_t opened_at_ms = 0;
-    std::string values_json;       ///< JSON array of the competing values with who/when
+    std::string values_json;  ///< JSON array of the competing values with who/when
     std::string resolved_by;
     std::int64_t resolved_at_ms = 0;
-    std::string resolution_json;   ///< the chosen value as JSON
+    std::string resolution_json;  ///< the chosen value as JSON
     std::string note;
 };
 
@@ -180,11 +180,11 @@ struct ConflictFilter {
 };
 
 struct RecordQuery {
-    std::string collection;      ///< "" = every collection
-    Scope scope;                 ///< only records whose area the scope covers
-    std::string area_prefix;     ///< narrower filter, "" = whole scope
+    std::string collection;   ///< "" = every collection
+    Scope scope;              ///< only records whose area the scope covers
+    std::string area_prefix;  ///< narrower filter, "" = whole scope
     bool include_deleted = false;
-    std::uint64_t after_seq = 0; ///< paging: records with seq > after_seq, ordered by seq
+    std::uint64_t after_seq = 0;  ///< paging: records with seq > after_seq, ordered by seq
     std::size_t limit = 100;
 };
 
@@ -261,8 +261,7 @@ public:
     virtual Status append_audit(const AuditEntry& e) = 0;
     /// The newest `limit` audit entries of one record, newest first.
     virtual Result<std::vector<AuditEntry>> audit_for(const std::string& collection,
-                                                      const RecordId& id,
-                                                      std::size_t limit) = 0;
+                                                      const RecordId& id, std::size_t limit) = 0;
 
     // --- Conflicts
     /// Makes the open conflicts of one record equal `open_fields` (with their competing values):
@@ -281,8 +280,7 @@ public:
                                                        const RecordId& id, const std::string& area,
                                                        const std::vector<OpenField>& open_fields,
                                                        const std::string& by,
-                                                       const std::string& note,
-                                                       std::int64_t at_ms,
+                                                       const std::string& note, std::int64_t at_ms,
                                                        const std::string& resolution_json) = 0;
     /// Conflicts matching `f`, oldest opened first (then by id).
     virtual Result<std::vector<Conflict>> list_conflicts(const ConflictFilter& f) = 0;
@@ -323,7 +321,7 @@ public:
 
 /// Options of the SQLite store.
 struct SqliteOptions {
-    bool read_only = false;       ///< reader connections
+    bool read_only = false;  ///< reader connections
     int busy_timeout_ms = 5000;
 };
 

@@ -140,12 +140,12 @@ private:
 
     std::mutex m_mutex;
     std::condition_variable m_cv;
-    std::deque<Item> m_queue;                                // guarded by m_mutex
+    std::deque<Item> m_queue;                               // guarded by m_mutex
     std::unordered_map<SessionId, SessionSlot> m_sessions;  // worker thread only
     std::vector<std::pair<SessionId, std::pair<std::string, SendFn>>> m_opening;  // m_mutex
-    std::vector<SessionId> m_closing;                        // guarded by m_mutex
-    SessionId m_next_id = 1;                                 // guarded by m_mutex
-    bool m_stopping = false;                                 // guarded by m_mutex
+    std::vector<SessionId> m_closing;  // guarded by m_mutex
+    SessionId m_next_id = 1;           // guarded by m_mutex
+    bool m_stopping = false;           // guarded by m_mutex
     std::thread m_thread;
 };
 

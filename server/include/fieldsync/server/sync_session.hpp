@@ -40,8 +40,8 @@ namespace fieldsync::server {
 
 struct SyncLimits {
     std::size_t max_frame_bytes = 4u << 20;
-    std::size_t max_batch = 500;        ///< items per push
-    std::size_t max_page = 500;         ///< records per changes page
+    std::size_t max_batch = 500;  ///< items per push
+    std::size_t max_page = 500;   ///< records per changes page
     std::uint64_t max_clock_ahead_ms = 10 * 60 * 1000;
     std::uint32_t oldest_schema_version = 1;  ///< older writes are refused
     std::int64_t token_lifetime_ms = 30ll * 24 * 3600 * 1000;
@@ -53,17 +53,17 @@ struct SyncOutput {
     bool close = false;            ///< close the connection after sending `frames`
     std::uint16_t close_code = 0;  ///< WebSocket close code (1000 normal, 1002, 1008, 1009 ...)
     std::string close_reason;
-    bool wrote = false;            ///< this frame changed the store (the worker must commit)
+    bool wrote = false;  ///< this frame changed the store (the worker must commit)
 };
 
 /// Everything a session needs from the server, owned by the StoreWorker.
 struct SyncContext {
-    Store* store = nullptr;                       ///< the writer connection
-    const protocol::Schema* schema = nullptr;     ///< current schema
-    std::function<std::uint64_t()> now_ms;        ///< physical time (injected)
-    protocol::HybridClock* clock = nullptr;       ///< the server replica's clock
+    Store* store = nullptr;                    ///< the writer connection
+    const protocol::Schema* schema = nullptr;  ///< current schema
+    std::function<std::uint64_t()> now_ms;     ///< physical time (injected)
+    protocol::HybridClock* clock = nullptr;    ///< the server replica's clock
     LoginThrottle* throttle = nullptr;
-    struct WorkerStats* stats = nullptr;          ///< optional counters
+    struct WorkerStats* stats = nullptr;  ///< optional counters
     SyncLimits limits;
     /// Areas (old and new) of records changed in the current group; the worker uses them to
     /// wake only the live sessions whose scope they touch, then clears them.
@@ -116,7 +116,7 @@ private:
     protocol::ReplicaId m_replica;
     std::string m_scope_signature;  ///< the scope of this session, as stored for devices
     bool m_scope_settled = true;    ///< no re-bootstrap owed, or a pull from 0 has begun
-    std::uint64_t m_cursor = 0;  ///< what this session has been sent up to
+    std::uint64_t m_cursor = 0;     ///< what this session has been sent up to
     bool m_live = false;
 };
 
