@@ -7,10 +7,12 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 #include "fieldsync/protocol/schema.hpp"
@@ -147,14 +149,31 @@ public:
         if (!schema) return schema.error();
 
         if (c.demo) {
-            auto made = seed_demo(**store, credentials_file(), now_ms(), c.password_iterations);
+            // The demo survey records (demo.hpp): FIELDSYNC_DEMO_RECORDS=1 writes them, =0 does
+            // not, unset takes this default. It stays off until the test harnesses that start
+            // --demo servers and count the records they write themselves (tests/e2e,
+            // tests/console, tests/admin) set FIELDSYNC_DEMO_RECORDS=0.
+            constexpr bool demo_records_by_default = false;
+            const char* records_env = std::getenv("FIELDSYNC_DEMO_RECORDS");
+            const bool with_records = records_env && *records_env
+                                          ? std::string_view(records_env) != "0"
+                                          : demo_records_by_default;
+            auto made = seed_demo(**store, with_records ? &*schema : nullptr, credentials_file(),
+                                  now_ms(), c.password_iterations);
             if (!made) return made.error();
-            if (!made->empty()) {
+            if (!made->accounts.empty()) {
                 m_demo_seeded = true;
-                m_demo_accounts = std::move(*made);
+                m_demo_accounts = std::move(made->accounts);
                 log::info("demo: seeded ", demo_areas().size(), " areas and ",
                           m_demo_accounts.size(), " accounts; passwords in ",
                           credentials_file().string());
+                const auto& r = made->records;
+                if (!r.skipped.empty())
+                    log::warn("demo: no survey records seeded: ", r.skipped);
+                else if (with_records)
+                    log::info("demo: seeded ", r.households, " households, ", r.members,
+                              " members and ", r.visits, " visits (", r.conflicts,
+                              " open conflicts)");
             } else if (auto read = read_demo_credentials(credentials_file()); read) {
                 m_demo_accounts = std::move(*read);
             } else {
