@@ -130,6 +130,8 @@ Result<ServerConfig> load_config_file(const std::filesystem::path& file, ServerC
             st = r.path(v, key, c.schema_file);
         else if (key == "demo")
             st = r.boolean(v, key, c.demo);
+        else if (key == "demo_records")
+            st = r.boolean(v, key, c.demo_records);
         else if (key == "log_level")
             st = r.string(v, key, c.log_level);
         else if (key == "tombstone_retention_days")

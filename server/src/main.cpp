@@ -167,6 +167,11 @@ int main(int argc, char** argv) {
     auto* o_demo = app.add_flag("--demo", demo,
                                 "on a new (empty) store, seed the demo areas and accounts and "
                                 "print their passwords (kept in <data-dir>/demo-credentials.txt)");
+    bool demo_records = true;
+    auto* o_demo_records = app.add_flag(
+        "--demo-records,!--no-demo-records", demo_records,
+        "with --demo: also seed made-up survey records (26 households, their members and visits, "
+        "2 open conflicts) so the console has something to show (default: on)");
     auto* o_console =
         app.add_option("--console-dir", console_dir,
                        "folder of the supervisor console's static files, served "
@@ -208,6 +213,7 @@ int main(int argc, char** argv) {
     if (o_key->count()) config.tls_key = tls_key;
     if (o_plain->count()) config.allow_plain = plain;
     if (o_demo->count()) config.demo = demo;
+    if (o_demo_records->count()) config.demo_records = demo_records;
     if (o_console->count()) config.console_dir = console_dir;
     if (config.console_dir.empty()) config.console_dir = default_console_dir();
     if (o_schema->count()) config.schema_file = schema_file;

@@ -149,15 +149,9 @@ public:
         if (!schema) return schema.error();
 
         if (c.demo) {
-            // The demo survey records (demo.hpp): FIELDSYNC_DEMO_RECORDS=1 writes them, =0 does
-            // not, unset takes this default. It stays off until the test harnesses that start
-            // --demo servers and count the records they write themselves (tests/e2e,
-            // tests/console, tests/admin) set FIELDSYNC_DEMO_RECORDS=0.
-            constexpr bool demo_records_by_default = false;
-            const char* records_env = std::getenv("FIELDSYNC_DEMO_RECORDS");
-            const bool with_records = records_env && *records_env
-                                          ? std::string_view(records_env) != "0"
-                                          : demo_records_by_default;
+            // The demo survey records (demo.hpp) unless --no-demo-records: the test harnesses
+            // that count the records they write themselves turn them off.
+            const bool with_records = c.demo_records;
             auto made = seed_demo(**store, with_records ? &*schema : nullptr, credentials_file(),
                                   now_ms(), c.password_iterations);
             if (!made) return made.error();

@@ -62,7 +62,7 @@ run() {
 }
 
 # --- Start the server ------------------------------------------------------------------------
-"$SERVER" --demo --plain --port 0 --port-file "$WORK/port" --data-dir "$WORK/data" \
+"$SERVER" --demo --no-demo-records --plain --port 0 --port-file "$WORK/port" --data-dir "$WORK/data" \
     --log-level warn >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 300); do

@@ -200,7 +200,9 @@ public:
         // A restart on the same folder must not read the previous run's port.
         std::error_code stale;
         fs::remove(port_file, stale);
+        // --no-demo-records: the tests count the records they write themselves.
         std::vector<std::string> args{"--demo",
+                                      "--no-demo-records",
                                       "--port",
                                       "0",
                                       "--port-file",

@@ -260,7 +260,7 @@ TEST_CASE("demo seed: deterministic ids, no records without a schema or for anot
     };
     CHECK(ids(*a) == ids(*b));
 
-    // Without a schema (FIELDSYNC_DEMO_RECORDS=0): areas and accounts only.
+    // Without a schema (--no-demo-records): areas and accounts only.
     auto c = new_store(c_dir.path());
     auto only_accounts = srv::seed_demo(*c, nullptr, c_dir.path() / "c.txt", now, iterations);
     REQUIRE(only_accounts);

@@ -30,7 +30,8 @@ export async function startServer({bin, consoleDir, timeoutMs = 30000, extraArgs
   const portFile = path.join(dir, 'port');
   const logFile = path.join(dir, 'server.log');
   const log = fs.openSync(logFile, 'w');
-  const args = ['--demo', '--plain', '--port', '0', '--port-file', portFile, '--data-dir', dataDir,
+  // --no-demo-records: the tests count the records they write themselves.
+  const args = ['--demo', '--no-demo-records', '--plain', '--port', '0', '--port-file', portFile, '--data-dir', dataDir,
                 '--log-level', 'info', ...extraArgs];
   if (consoleDir) args.push('--console-dir', consoleDir);
   const proc = spawn(bin, args, {stdio: ['ignore', log, log]});

@@ -17,7 +17,7 @@
 // They are written to <data_dir>/demo-credentials.txt (mode 0600) so they can be found again.
 //
 // Survey records (made up; written only into a new store, dated relative to the first start; the
-// server writes them when FIELDSYNC_DEMO_RECORDS=1, see docs/operations.md):
+// server writes them unless --no-demo-records, see docs/operations.md):
 //   households  26: Longhuqu 6, Hashatu 5, Nalinxili 3 (Ejin Horo); Shengli 4, Sishililiang 4,
 //               Amenqi 4 (Hanggin, Xini Town). Every poverty status (national line, dibao line,
 //               marginal, not poor, exited with an exit reason), Mongolian and Han heads,

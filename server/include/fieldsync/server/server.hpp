@@ -77,6 +77,7 @@ struct ServerConfig {
 
     // --- Misc
     bool demo = false;               ///< seed the demo areas and users into an empty store
+    bool demo_records = true;        ///< with `demo`: also the demo survey records (demo.hpp)
     std::string log_level = "info";  ///< debug, info, warn, error, off (applied by the caller)
     /// How long shutdown waits for connections before forcing them closed.
     std::chrono::milliseconds shutdown_grace{10000};
