@@ -38,12 +38,12 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
@@ -145,7 +145,8 @@ std::string read_text(const fs::path& p) {
 
 fp::Id128 random_id() {
     fp::Id128 id;
-    for (auto& b : id.bytes) b = static_cast<std::uint8_t>(rng()());
+    for (auto& b : id.bytes)
+        b = static_cast<std::uint8_t>(rng()());
     id.bytes[6] = static_cast<std::uint8_t>((id.bytes[6] & 0x0f) | 0x40);  // UUIDv4 form
     id.bytes[8] = static_cast<std::uint8_t>((id.bytes[8] & 0x3f) | 0x80);
     return id;
@@ -153,7 +154,8 @@ fp::Id128 random_id() {
 
 fp::RecordId new_record_id(std::uint64_t ms) {
     std::array<std::uint8_t, 10> random{};
-    for (auto& b : random) b = static_cast<std::uint8_t>(rng()());
+    for (auto& b : random)
+        b = static_cast<std::uint8_t>(rng()());
     return fp::make_uuid_v7(ms, random);
 }
 
@@ -176,8 +178,10 @@ fp::RecordState household(const fp::ReplicaId& replica, std::uint64_t n, std::ui
     must(u.set("members_count", R::review, static_cast<std::int64_t>(1 + n % 8)), "members_count");
     must(u.set("poverty_status", R::review, std::string{statuses[n % 4]}), "poverty_status");
     must(u.set("identified_on", R::review, std::string{"2017-03-14"}), "identified_on");
-    must(u.set("income_per_capita", R::review, static_cast<std::int64_t>(2800 + n % 5000)), "income");
-    must(u.set("cooperative", R::lww, std::string{"Longhuqu Husbandry Cooperative"}), "cooperative");
+    must(u.set("income_per_capita", R::review, static_cast<std::int64_t>(2800 + n % 5000)),
+         "income");
+    must(u.set("cooperative", R::lww, std::string{"Longhuqu Husbandry Cooperative"}),
+         "cooperative");
     must(u.set("gps", R::lww, fp::GeoPoint{396087000, 1097813000}), "gps");
     must(u.set("phone", R::lww, std::string{"13904771234"}), "phone");
     must(u.set("notes", R::lww,
@@ -216,7 +220,8 @@ fp::Bytes push_frame(std::uint64_t batch, std::vector<fp::RecordState> records,
                      std::uint64_t schema_version) {
     fp::Push p;
     p.batch = batch;
-    for (auto& r : records) p.items.push_back(fp::PushItem{schema_version, std::move(r)});
+    for (auto& r : records)
+        p.items.push_back(fp::PushItem{schema_version, std::move(r)});
     return fp::encode_message(p);
 }
 
@@ -265,13 +270,15 @@ double proc_cpu_seconds(pid_t pid) {
 /// (SIGTERM, then SIGKILL after 15 s) by stop() or the destructor.
 class ServerProcess {
 public:
-    ServerProcess(const fs::path& exe, const fs::path& dir, const std::string& config_json = "") : m_dir(dir) {
+    ServerProcess(const fs::path& exe, const fs::path& dir, const std::string& config_json = "")
+        : m_dir(dir) {
         fs::remove_all(dir);
         fs::create_directories(dir);
         const fs::path port_file = dir / "port";
-        std::vector<std::string> args{exe.string(), "--demo",     "--plain",  "--port", "0",
-                                      "--port-file", port_file.string(), "--data-dir",
-                                      (dir / "data").string(), "--log-level", "warn"};
+        std::vector<std::string> args{exe.string(),       "--demo",     "--plain",
+                                      "--port",           "0",          "--port-file",
+                                      port_file.string(), "--data-dir", (dir / "data").string(),
+                                      "--log-level",      "warn"};
         if (!config_json.empty()) {
             std::ofstream(dir / "server.json") << config_json;
             args.push_back("--config");
@@ -288,7 +295,8 @@ public:
                 ::dup2(fileno(f), STDERR_FILENO);
             }
             std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(a.data());
+            for (auto& a : args)
+                argv.push_back(a.data());
             argv.push_back(nullptr);
             ::execv(exe.c_str(), argv.data());
             ::_exit(127);
@@ -475,8 +483,8 @@ net::awaitable<void> connect_tablet(TabletPtr t, tcp::endpoint ep, fp::Auth auth
     auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::client);
     timeouts.handshake_timeout = 60s;
     t->ws.set_option(timeouts);
-    if (auto [ec] = co_await t->ws.async_handshake("127.0.0.1:" + std::to_string(ep.port()), "/sync",
-                                                  use_tuple);
+    if (auto [ec] = co_await t->ws.async_handshake("127.0.0.1:" + std::to_string(ep.port()),
+                                                   "/sync", use_tuple);
         ec) {
         t->error = "handshake: " + ec.message();
         co_return;
@@ -521,7 +529,8 @@ net::awaitable<void> connect_tablet(TabletPtr t, tcp::endpoint ep, fp::Auth auth
 }
 
 /// Runs the io_context until `done()` or the deadline; returns done().
-bool run_until(net::io_context& io, const std::function<bool()>& done, std::chrono::milliseconds limit) {
+bool run_until(net::io_context& io, const std::function<bool()>& done,
+               std::chrono::milliseconds limit) {
     const auto deadline = Clock::now() + limit;
     while (!done()) {
         if (Clock::now() > deadline) return false;
@@ -554,8 +563,10 @@ std::vector<TabletPtr> open_tablets(net::io_context& io, tcp::endpoint ep, std::
                           start_one();
                       });
     };
-    for (std::size_t i = 0; i < std::min(window, count); ++i) start_one();
-    run_until(io, [&] { return finished >= count; }, std::chrono::milliseconds(60000 + 20 * count));
+    for (std::size_t i = 0; i < std::min(window, count); ++i)
+        start_one();
+    run_until(
+        io, [&] { return finished >= count; }, std::chrono::milliseconds(60000 + 20 * count));
     return out;
 }
 
@@ -570,9 +581,8 @@ void close_tablets(net::io_context& io, std::vector<TabletPtr>& tablets) {
     run_until(
         io,
         [&] {
-            return std::none_of(tablets.begin(), tablets.end(), [](const TabletPtr& t) {
-                return t->reading || t->writing;
-            });
+            return std::none_of(tablets.begin(), tablets.end(),
+                                [](const TabletPtr& t) { return t->reading || t->writing; });
         },
         10s);
     tablets.clear();
@@ -581,8 +591,8 @@ void close_tablets(net::io_context& io, std::vector<TabletPtr>& tablets) {
 }
 
 std::size_t count_open(const std::vector<TabletPtr>& tablets) {
-    return static_cast<std::size_t>(std::count_if(tablets.begin(), tablets.end(),
-                                                  [](const TabletPtr& t) { return t->open; }));
+    return static_cast<std::size_t>(
+        std::count_if(tablets.begin(), tablets.end(), [](const TabletPtr& t) { return t->open; }));
 }
 
 std::string first_error(const std::vector<TabletPtr>& tablets) {
@@ -594,7 +604,8 @@ std::string first_error(const std::vector<TabletPtr>& tablets) {
 /// Logs in once with the password (one PBKDF2 on the server) and returns the session token, so
 /// that every other tablet can say hello with it (devices of one enumerator; each has its own
 /// device and replica id, as SPEC.md §3.1 requires).
-std::string login_token(net::io_context& io, const ServerProcess& server, std::uint64_t& schema_version) {
+std::string login_token(net::io_context& io, const ServerProcess& server,
+                        std::uint64_t& schema_version) {
     auto ts = open_tablets(io, server.endpoint(), 1, fp::PasswordAuth{kUser, server.password()}, 0);
     if (ts.empty() || !ts[0]->open || !ts[0]->welcome || !ts[0]->welcome->token)
         die("password login failed: " + (ts.empty() ? std::string("?") : ts[0]->error));
@@ -642,7 +653,8 @@ struct Options {
 std::vector<std::size_t> parse_list(const std::string& s) {
     std::vector<std::size_t> out;
     std::istringstream in(s);
-    for (std::string x; std::getline(in, x, ',');) out.push_back(std::strtoull(x.c_str(), nullptr, 10));
+    for (std::string x; std::getline(in, x, ',');)
+        out.push_back(std::strtoull(x.c_str(), nullptr, 10));
     return out;
 }
 
@@ -670,8 +682,9 @@ double storage_run(const fs::path& dir, std::size_t count, std::size_t group) {
     if (sqlite3_open(file.c_str(), &db) != SQLITE_OK) die("cannot open " + file.string());
     // Pragmas and the records table exactly as server/src/sqlite_store.cpp sets them up.
     sql(db, "PRAGMA journal_mode = WAL");
-    sql(db, "PRAGMA synchronous = FULL; PRAGMA fullfsync = ON; PRAGMA checkpoint_fullfsync = ON; "
-            "PRAGMA foreign_keys = ON;");
+    sql(db,
+        "PRAGMA synchronous = FULL; PRAGMA fullfsync = ON; PRAGMA checkpoint_fullfsync = ON; "
+        "PRAGMA foreign_keys = ON;");
     sql(db, R"sql(
 CREATE TABLE records (
     collection     TEXT NOT NULL,
@@ -719,8 +732,8 @@ CREATE INDEX records_tombstones ON records(updated_at_ms) WHERE deleted = 1;
             sqlite3_bind_int64(ins, 5, 1);
             sqlite3_bind_int64(ins, 6, 0);
             sqlite3_bind_int64(ins, 7, static_cast<sqlite3_int64>(ms));
-            sqlite3_bind_blob(ins, 8, rows[i].second.data(), static_cast<int>(rows[i].second.size()),
-                              SQLITE_STATIC);
+            sqlite3_bind_blob(ins, 8, rows[i].second.data(),
+                              static_cast<int>(rows[i].second.size()), SQLITE_STATIC);
             if (sqlite3_step(ins) != SQLITE_DONE) die(std::string("insert: ") + sqlite3_errmsg(db));
             sqlite3_reset(ins);
         }
@@ -764,7 +777,8 @@ void scenario_ingest(const Options& o, std::size_t count) {
         frames[t].reserve(per_tablet);
         for (std::size_t b = 0; b < per_tablet; ++b) {
             std::vector<fp::RecordState> recs;
-            for (std::size_t i = 0; i < o.items; ++i) recs.push_back(household(tablets[t]->replica, n++, ms));
+            for (std::size_t i = 0; i < o.items; ++i)
+                recs.push_back(household(tablets[t]->replica, n++, ms));
             frames[t].push_back(push_frame(b + 1, std::move(recs), sv));
         }
     }
@@ -779,15 +793,20 @@ void scenario_ingest(const Options& o, std::size_t count) {
     latencies.reserve(per_tablet * count);
     std::size_t acked = 0, rejected = 0;
     std::string reject_reason;
-    const auto start = Clock::now();
-    const auto stop_sending = start + std::chrono::milliseconds(static_cast<long>(o.seconds * 1000));
-    Clock::time_point last_ack = start;
+    // The /metrics probe comes before the clock starts: on a loaded machine (or a debug build)
+    // it can take longer than a short run, which would then send nothing.
     const std::string metrics_before = server.metrics();
     const double cpu_before = proc_cpu_seconds(server.pid());
+    const auto start = Clock::now();
+    const auto stop_sending =
+        start + std::chrono::milliseconds(static_cast<long>(o.seconds * 1000));
+    Clock::time_point last_ack = start;
 
     auto push_next = [&](const TabletPtr& t) {
         auto& s = st[t->index];
-        if (s.next >= frames[t->index].size() || Clock::now() >= stop_sending) return;
+        // Every tablet pushes at least once, however late it starts.
+        if (s.next >= frames[t->index].size() || (s.next > 0 && Clock::now() >= stop_sending))
+            return;
         s.inflight = true;
         s.sent = Clock::now();
         send(t, std::move(frames[t->index][s.next++]));
@@ -811,22 +830,27 @@ void scenario_ingest(const Options& o, std::size_t count) {
             push_next(t);
         };
     }
-    for (auto& t : tablets) push_next(t);
+    for (auto& t : tablets)
+        push_next(t);
     const bool finished = run_until(
         io,
         [&] {
-            return std::none_of(st.begin(), st.end(), [](const PerTablet& s) { return s.inflight; });
+            return std::none_of(st.begin(), st.end(),
+                                [](const PerTablet& s) { return s.inflight; });
         },
         std::chrono::milliseconds(static_cast<long>(o.seconds * 1000) + 60000));
     const double cpu = proc_cpu_seconds(server.pid()) - cpu_before;
     const std::string metrics_after = server.metrics();
     if (!finished) die("ingest: acks did not all arrive within a minute after the run");
-    if (rejected > 0) die("ingest: the server refused " + std::to_string(rejected) + " records: " + reject_reason);
+    if (rejected > 0)
+        die("ingest: the server refused " + std::to_string(rejected) +
+            " records: " + reject_reason);
     if (acked == 0) die("ingest: nothing was acknowledged: " + first_error(tablets));
     const double secs = std::chrono::duration<double>(last_ack - start).count();
     const double rate = static_cast<double>(acked) / secs;
-    const std::string tag = "ingest, " + std::to_string(count) + (count == 1 ? " tablet" : " tablets") +
-                            (o.items > 1 ? ", " + std::to_string(o.items) + " records per push" : "");
+    const std::string tag =
+        "ingest, " + std::to_string(count) + (count == 1 ? " tablet" : " tablets") +
+        (o.items > 1 ? ", " + std::to_string(o.items) + " records per push" : "");
     const bool target = count == 100 && o.items == 1;  // the p99 target: 100 tablets
     emit(tag + ": records/s (durable acks)", rate, "records/s", g_storage_bound);
     emit(tag + ": push-to-ack p50", percentile(latencies, 50), "ms");
@@ -834,8 +858,11 @@ void scenario_ingest(const Options& o, std::size_t count) {
          target ? "100 (target)" : "");
     const double groups = ServerProcess::metric(metrics_after, "fieldsync_store_groups_total") -
                           ServerProcess::metric(metrics_before, "fieldsync_store_groups_total");
-    if (groups > 0) emit(tag + ": records per group commit (server)", static_cast<double>(acked) / groups, "records");
-    emit(tag + ": server CPU per 1,000 records", cpu * 1000.0 / static_cast<double>(acked) * 1000.0, "ms");
+    if (groups > 0)
+        emit(tag + ": records per group commit (server)", static_cast<double>(acked) / groups,
+             "records");
+    emit(tag + ": server CPU per 1,000 records", cpu * 1000.0 / static_cast<double>(acked) * 1000.0,
+         "ms");
     close_tablets(io, tablets);
     server.stop();
 }
@@ -854,7 +881,8 @@ void scenario_pull(const Options& o) {
     auto seeder = seeders[0];
 
     // Seed: households, then visits spread over them, in pushes of max_batch items.
-    const std::size_t batch = seeder->welcome->limits.max_batch ? seeder->welcome->limits.max_batch : 500;
+    const std::size_t batch =
+        seeder->welcome->limits.max_batch ? seeder->welcome->limits.max_batch : 500;
     const std::uint64_t ms = unix_ms();
     std::vector<fp::RecordId> ids;
     std::vector<fp::RecordState> all;
@@ -862,28 +890,35 @@ void scenario_pull(const Options& o) {
         all.push_back(household(seeder->replica, i, ms));
         ids.push_back(all.back().id);
     }
-    for (std::size_t i = 0; i < visits; ++i) all.push_back(visit(seeder->replica, ids[i % ids.size()], i, ms));
+    for (std::size_t i = 0; i < visits; ++i)
+        all.push_back(visit(seeder->replica, ids[i % ids.size()], i, ms));
     std::size_t acked = 0, inflight = 0;
     std::string problem;
     seeder->on_msg = [&](Tablet&, fp::Message& m, Clock::time_point) {
         if (auto* ack = std::get_if<fp::PushAck>(&m)) {
             --inflight;
             for (const auto& r : ack->results) {
-                if (r.ok) ++acked;
-                else if (problem.empty()) problem = r.code + ": " + r.reason;
+                if (r.ok)
+                    ++acked;
+                else if (problem.empty())
+                    problem = r.code + ": " + r.reason;
             }
         }
     };
     std::uint64_t b = 0;
     for (std::size_t i = 0; i < all.size(); i += batch) {
-        std::vector<fp::RecordState> part(std::make_move_iterator(all.begin() + static_cast<long>(i)),
-                                          std::make_move_iterator(all.begin() + static_cast<long>(std::min(all.size(), i + batch))));
+        std::vector<fp::RecordState> part(
+            std::make_move_iterator(all.begin() + static_cast<long>(i)),
+            std::make_move_iterator(all.begin() +
+                                    static_cast<long>(std::min(all.size(), i + batch))));
         ++inflight;
         send(seeder, push_frame(++b, std::move(part), sv));
         // Keep at most a few pushes in flight (the server reads 64 frames ahead at most).
-        run_until(io, [&] { return inflight < 4; }, 120s);
+        run_until(
+            io, [&] { return inflight < 4; }, 120s);
     }
-    run_until(io, [&] { return inflight == 0; }, 120s);
+    run_until(
+        io, [&] { return inflight == 0; }, 120s);
     if (acked != all.size())
         die("pull: seeding: " + std::to_string(acked) + " of " + std::to_string(all.size()) +
             " records acknowledged; " + problem + first_error(seeders));
@@ -922,11 +957,10 @@ void scenario_pull(const Options& o) {
             die("pull: the replica holds " + std::to_string(hh ? *hh : 0) + " households and " +
                 std::to_string(vv ? *vv : 0) + " visits, expected at least " +
                 std::to_string(households) + " and " + std::to_string(visits));
-        const std::string tag = "initial pull, " + std::to_string(*hh) + " households + " +
-                                std::to_string(*vv) + " visits" +
-                                (mm && *mm ? " + " + std::to_string(*mm) + " members" : "") +
-                                (page ? ", " : ", SDK default ") + std::to_string(page_size) +
-                                " per page";
+        const std::string tag =
+            "initial pull, " + std::to_string(*hh) + " households + " + std::to_string(*vv) +
+            " visits" + (mm && *mm ? " + " + std::to_string(*mm) + " members" : "") +
+            (page ? ", " : ", SDK default ") + std::to_string(page_size) + " per page";
         emit(tag + ": seconds", secs, "s", 1, "1 (target)");
         emit(tag + ": records/s", static_cast<double>(got) / secs, "records/s");
         emit(tag + ": pages", static_cast<double>(pages.load()), "pages");
@@ -947,10 +981,17 @@ void scenario_fanout(const Options& o) {
     net::io_context io(1);
     std::uint64_t sv = 0;
     const std::string token = login_token(io, server, sv);
-    auto tablets = open_tablets(io, server.endpoint(), count, fp::TokenAuth{token}, sv, 128, go_live);
+    auto tablets =
+        open_tablets(io, server.endpoint(), count, fp::TokenAuth{token}, sv, 128, go_live);
     if (count_open(tablets) != count)
-        die("fanout: only " + std::to_string(count_open(tablets)) + " tablets connected: " + first_error(tablets));
-    if (!run_until(io, [&] { return std::all_of(tablets.begin(), tablets.end(), [](auto& t) { return t->live; }); }, 120s))
+        die("fanout: only " + std::to_string(count_open(tablets)) +
+            " tablets connected: " + first_error(tablets));
+    if (!run_until(
+            io,
+            [&] {
+                return std::all_of(tablets.begin(), tablets.end(), [](auto& t) { return t->live; });
+            },
+            120s))
         die("fanout: not every tablet became live: " + first_error(tablets));
 
     std::vector<double> after_ack, after_send;
@@ -965,7 +1006,8 @@ void scenario_fanout(const Options& o) {
             // A notify carrying the record pushed now: find its 16-byte id in the frame (cheaper
             // than decoding 1,000 frames on this one thread, which would delay later receipts).
             if (got[self.index]) return false;
-            auto it = std::search(bytes.begin(), bytes.end(), current.bytes.begin(), current.bytes.end());
+            auto it =
+                std::search(bytes.begin(), bytes.end(), current.bytes.begin(), current.bytes.end());
             if (it == bytes.end()) return false;
             got[self.index] = 1;
             received[self.index] = at;
@@ -988,8 +1030,11 @@ void scenario_fanout(const Options& o) {
         const auto sent = Clock::now();
         send(tablets[pusher], push_frame(k + 1, std::move(one), sv));
         // Done when the pusher has its ack and every other tablet its notify.
-        run_until(io, [&] { return acked_at && got_count - (got[pusher] ? 1 : 0) >= count - 1; }, 20s);
-        if (!acked_at) die("fanout: push " + std::to_string(k) + " was not acknowledged: " + first_error(tablets));
+        run_until(
+            io, [&] { return acked_at && got_count - (got[pusher] ? 1 : 0) >= count - 1; }, 20s);
+        if (!acked_at)
+            die("fanout: push " + std::to_string(k) +
+                " was not acknowledged: " + first_error(tablets));
         for (std::size_t i = 0; i < count; ++i) {
             if (i == pusher) continue;
             if (!got[i]) {
@@ -999,13 +1044,15 @@ void scenario_fanout(const Options& o) {
             after_ack.push_back(ms_between(*acked_at, received[i]));
             after_send.push_back(ms_between(sent, received[i]));
         }
-        run_until(io, [] { return false; }, 20ms);  // a pause between pushes
+        run_until(
+            io, [] { return false; }, 20ms);  // a pause between pushes
     }
     const std::string tag = "live fan-out, " + std::to_string(count) + " tablets";
     emit(tag + ": pusher's ack -> other tablet receives, p50", percentile(after_ack, 50), "ms");
     emit(tag + ": pusher's ack -> other tablet receives, p99", percentile(after_ack, 99), "ms");
     emit(tag + ": push sent -> other tablet receives, p99", percentile(after_send, 99), "ms");
-    if (missing) emit(tag + ": receipts missing after 20 s", static_cast<double>(missing), "receipts");
+    if (missing)
+        emit(tag + ": receipts missing after 20 s", static_cast<double>(missing), "receipts");
     close_tablets(io, tablets);
     server.stop();
 }
@@ -1028,24 +1075,36 @@ void scenario_connections(const Options& o) {
     emit("server RSS at start (no tablets)", static_cast<double>(rss0) / 1024.0, "MiB");
     for (std::size_t target : steps) {
         if (target <= all.size()) continue;
-        auto more = open_tablets(io, server.endpoint(), target - all.size(), fp::TokenAuth{token}, sv, 256, go_live);
+        auto more = open_tablets(io, server.endpoint(), target - all.size(), fp::TokenAuth{token},
+                                 sv, 256, go_live);
         all.insert(all.end(), more.begin(), more.end());
-        run_until(io, [&] { return std::all_of(all.begin(), all.end(), [](auto& t) { return !t->open || t->live; }); }, 120s);
-        run_until(io, [] { return false; }, 2s);  // idle
+        run_until(
+            io,
+            [&] {
+                return std::all_of(all.begin(), all.end(),
+                                   [](auto& t) { return !t->open || t->live; });
+            },
+            120s);
+        run_until(
+            io, [] { return false; }, 2s);  // idle
         const std::size_t open = count_open(all);
         const std::uint64_t rss = server.rss_kib();
-        const double ws = ServerProcess::metric(server.metrics(), "fieldsync_connections{kind=\"ws\"}");
+        const double ws =
+            ServerProcess::metric(server.metrics(), "fieldsync_connections{kind=\"ws\"}");
         const std::string tag = std::to_string(target) + " idle tablets";
         if (open != target || static_cast<std::size_t>(ws) != target)
             std::cerr << "loadgen: connections: " << open << " tablets open, server reports " << ws
                       << " WebSockets; first error: " << first_error(all) << "\n";
         emit(tag + ": tablets connected and live", static_cast<double>(open), "tablets");
-        emit(tag + ": server RSS", static_cast<double>(rss) / 1024.0, "MiB", target >= 10000 ? 1024 : 0,
-             target >= 10000 ? "1024 (target)" : "");
+        emit(tag + ": server RSS", static_cast<double>(rss) / 1024.0, "MiB",
+             target >= 10000 ? 1024 : 0, target >= 10000 ? "1024 (target)" : "");
         if (open > 0)
-            emit(tag + ": server bytes per connection", static_cast<double>(rss - std::min(rss, rss0)) * 1024.0 / static_cast<double>(open),
-                 "bytes");
-        emit(tag + ": loadgen RSS (all clients)", static_cast<double>(proc_status_kib(::getpid(), "VmRSS")) / 1024.0, "MiB");
+            emit(
+                tag + ": server bytes per connection",
+                static_cast<double>(rss - std::min(rss, rss0)) * 1024.0 / static_cast<double>(open),
+                "bytes");
+        emit(tag + ": loadgen RSS (all clients)",
+             static_cast<double>(proc_status_kib(::getpid(), "VmRSS")) / 1024.0, "MiB");
     }
     close_tablets(io, all);
     server.stop();
@@ -1061,33 +1120,55 @@ int main(int argc, char** argv) {
             if (i + 1 >= argc) die(a + " needs a value");
             return argv[++i];
         };
-        if (a == "--server") o.server = value();
-        else if (a == "--dir") o.dir = value();
-        else if (a == "--keep") o.keep = true;
-        else if (a == "--small") o.small = true;
+        if (a == "--server")
+            o.server = value();
+        else if (a == "--dir")
+            o.dir = value();
+        else if (a == "--keep")
+            o.keep = true;
+        else if (a == "--small")
+            o.small = true;
         else if (a == "--scenarios") {
             o.scenarios.clear();
             std::istringstream in(value());
-            for (std::string s; std::getline(in, s, ',');) o.scenarios.push_back(s);
-        } else if (a == "--seconds") o.seconds = std::atof(value().c_str());
-        else if (a == "--records") o.records = std::strtoull(value().c_str(), nullptr, 10);
-        else if (a == "--tablets") o.tablets = parse_list(value());
-        else if (a == "--batched-items") o.batched_items = std::strtoull(value().c_str(), nullptr, 10);
-        else if (a == "--items") o.items = std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
-        else if (a == "--group") o.group = std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
-        else if (a == "--storage-records") o.storage_records = std::strtoull(value().c_str(), nullptr, 10);
-        else if (a == "--pull-households") o.pull_households = std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
-        else if (a == "--pull-visits") o.pull_visits = std::strtoull(value().c_str(), nullptr, 10);
-        else if (a == "--fanout-tablets") o.fanout_tablets = std::max<std::size_t>(2, std::strtoull(value().c_str(), nullptr, 10));
-        else if (a == "--pushes") o.pushes = std::strtoull(value().c_str(), nullptr, 10);
-        else if (a == "--connections") o.connections = parse_list(value());
+            for (std::string s; std::getline(in, s, ',');)
+                o.scenarios.push_back(s);
+        } else if (a == "--seconds")
+            o.seconds = std::atof(value().c_str());
+        else if (a == "--records")
+            o.records = std::strtoull(value().c_str(), nullptr, 10);
+        else if (a == "--tablets")
+            o.tablets = parse_list(value());
+        else if (a == "--batched-items")
+            o.batched_items = std::strtoull(value().c_str(), nullptr, 10);
+        else if (a == "--items")
+            o.items = std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
+        else if (a == "--group")
+            o.group = std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
+        else if (a == "--storage-records")
+            o.storage_records = std::strtoull(value().c_str(), nullptr, 10);
+        else if (a == "--pull-households")
+            o.pull_households =
+                std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
+        else if (a == "--pull-visits")
+            o.pull_visits = std::strtoull(value().c_str(), nullptr, 10);
+        else if (a == "--fanout-tablets")
+            o.fanout_tablets =
+                std::max<std::size_t>(2, std::strtoull(value().c_str(), nullptr, 10));
+        else if (a == "--pushes")
+            o.pushes = std::strtoull(value().c_str(), nullptr, 10);
+        else if (a == "--connections")
+            o.connections = parse_list(value());
         else {
-            std::cerr << "usage: loadgen [--server PATH] [--scenarios storage,ingest,pull,fanout,connections]\n"
-                         "               [--small] [--dir DIR] [--keep] [--seconds S] [--records N]\n"
-                         "               [--tablets 1,10,100] [--items N] [--batched-items N] [--group N]\n"
-                         "               [--storage-records N]\n"
-                         "               [--pull-households N] [--pull-visits N] [--fanout-tablets N]\n"
-                         "               [--pushes N] [--connections 1000,10000]\n";
+            std::cerr
+                << "usage: loadgen [--server PATH] [--scenarios "
+                   "storage,ingest,pull,fanout,connections]\n"
+                   "               [--small] [--dir DIR] [--keep] [--seconds S] [--records N]\n"
+                   "               [--tablets 1,10,100] [--items N] [--batched-items N] [--group "
+                   "N]\n"
+                   "               [--storage-records N]\n"
+                   "               [--pull-households N] [--pull-visits N] [--fanout-tablets N]\n"
+                   "               [--pushes N] [--connections 1000,10000]\n";
             return EXIT_FAILURE;
         }
     }
@@ -1110,7 +1191,8 @@ int main(int argc, char** argv) {
             scenario_storage(o);
         } else if (s == "ingest") {
             if (g_storage_bound == 0) scenario_storage(o);
-            for (std::size_t n : o.tablets) scenario_ingest(o, n);
+            for (std::size_t n : o.tablets)
+                scenario_ingest(o, n);
             if (o.batched_items > 1 && o.items == 1 && !o.tablets.empty()) {
                 // Tablets back from days offline push their outbox in batches (the SDK sends up
                 // to welcome.limits.max_batch items per push): the per-push costs amortise.
@@ -1129,9 +1211,12 @@ int main(int argc, char** argv) {
             c.connections.clear();
             for (std::size_t n : o.small ? std::vector<std::size_t>{20, 50} : o.connections) {
                 if (n + 200 > nofile.rlim_cur) {
-                    std::cerr << "loadgen: connections: " << n << " tablets need more than RLIMIT_NOFILE = "
-                              << nofile.rlim_cur << " descriptors; skipped\n";
-                    emit(std::to_string(n) + " idle tablets: not run (RLIMIT_NOFILE " + std::to_string(nofile.rlim_cur) + ")", 0, "");
+                    std::cerr << "loadgen: connections: " << n
+                              << " tablets need more than RLIMIT_NOFILE = " << nofile.rlim_cur
+                              << " descriptors; skipped\n";
+                    emit(std::to_string(n) + " idle tablets: not run (RLIMIT_NOFILE " +
+                             std::to_string(nofile.rlim_cur) + ")",
+                         0, "");
                 } else {
                     c.connections.push_back(n);
                 }
