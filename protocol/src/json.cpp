@@ -110,6 +110,8 @@ std::string json_text(const json::value& v) {
     return out;
 }
 
+json::value value_to_json_value(const Value& v) { return to_value(v); }
+
 std::string value_to_json(const Value& v) {
     return json_text(to_value(v));
 }

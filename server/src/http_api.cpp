@@ -187,7 +187,7 @@ std::string value_text(const p::Value& v) {
 }
 
 json::value value_json(const p::Value& v) {
-    return json::parse(p::value_to_json(v));
+    return p::value_to_json_value(v);
 }
 
 // A JSON value converted for one field (typed by the field definition) and checked as a write.

@@ -13,7 +13,7 @@ namespace json = boost::json;
 std::string competing_values_json(const p::FieldView& view) {
     json::array arr;
     for (const auto& e : view.competing) {
-        arr.push_back(json::object{{"value", json::parse(p::value_to_json(e.value))},
+        arr.push_back(json::object{{"value", p::value_to_json_value(e.value)},
                                    {"by", e.by},
                                    {"replica", e.dot.replica.to_string()},
                                    {"ts", e.ts.value},
@@ -34,10 +34,10 @@ std::string change_summary_json(const p::RecordState* before, const p::RecordSta
         if (v->rule == p::MergeRule::set) {
             json::array elements;
             for (const auto& e : v->elements)
-                elements.push_back(json::parse(p::value_to_json(e)));
+                elements.push_back(p::value_to_json_value(e));
             fields[name] = std::move(elements);
         } else {
-            fields[name] = json::parse(p::value_to_json(v->value));
+            fields[name] = p::value_to_json_value(v->value);
         }
     }
     json::object out{{"fields", std::move(fields)}, {"created", before == nullptr}};

@@ -2,8 +2,8 @@
 // put the row (new sequence, move bookkeeping), append the audit entry, reconcile the record's
 // open conflicts, and note the touched areas so live tablets are caught up after the commit.
 // Private to the server. Used by the HTTP API's server-side writes (a supervisor's edit or
-// conflict resolution); sync_session.cpp keeps equivalent code for device pushes and may switch
-// to it.
+// conflict resolution); sync_session.cpp shares the conflict and audit formats below
+// (competing_values_json, change_summary_json) for device pushes.
 //
 // Formats written here (the console and docs/api.md read them):
 //   conflicts.values_json   [{"value": <json>, "by": "<user>", "replica": "<uuid>",

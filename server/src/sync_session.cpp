@@ -8,6 +8,7 @@
 #include "fieldsync/protocol/json.hpp"
 #include "fieldsync/protocol/messages.hpp"
 #include "fieldsync/server/store_worker.hpp"
+#include "record_writes.hpp"
 
 namespace fieldsync::server {
 
@@ -68,43 +69,6 @@ std::string scope_signature(const Scope& s) {
     for (const auto& x : a)
         out += x + "\n";
     return out;
-}
-
-// JSON array of a review field's competing entries, for the conflicts table.
-std::string competing_json(const p::FieldView& v) {
-    json::array arr;
-    for (const auto& e : v.competing) {
-        arr.push_back(json::object{{"value", json::parse(p::value_to_json(e.value))},
-                                   {"by", e.by},
-                                   {"replica", e.dot.replica.to_string()},
-                                   {"ts", e.ts.value},
-                                   {"at", p::iso8601_utc(e.ts.wall_ms())}});
-    }
-    return p::json_text(arr);
-}
-
-// Summary of what an accepted change did, for the audit log: the fields whose state changed
-// with their new (provisional) values.
-std::string change_summary(const p::RecordState* before, const p::RecordState& after) {
-    json::object fields;
-    for (const auto& [name, state] : after.fields) {
-        if (before) {
-            auto it = before->fields.find(name);
-            if (it != before->fields.end() && it->second == state) continue;
-        }
-        auto v = after.view(name);
-        if (!v) continue;
-        if (v->rule == p::MergeRule::set) {
-            json::array elements;
-            for (const auto& e : v->elements)
-                elements.push_back(json::parse(p::value_to_json(e)));
-            fields[name] = std::move(elements);
-        } else {
-            fields[name] = json::parse(p::value_to_json(v->value));
-        }
-    }
-    json::object out{{"fields", std::move(fields)}, {"created", before == nullptr}};
-    return p::json_text(out);
 }
 
 // Entries (lww and review) whose dots the server has not seen: the writes this push introduces.
@@ -581,7 +545,7 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
     a.device = m_device_id;
     a.collection = joined.collection;
     a.id = joined.id;
-    a.summary = change_summary(before ? &*before : nullptr, joined);
+    a.summary = change_summary_json(before ? &*before : nullptr, joined);
     if (auto st = store.append_audit(a); !st)
         return Error{p::protocol_errc::internal, st.error().message};
 
@@ -598,7 +562,7 @@ Status SyncSession::reconcile(const p::RecordState& joined, const std::string& a
     std::vector<Store::OpenField> open;
     for (const auto& field : joined.conflicts()) {
         auto v = joined.view(field);
-        open.push_back({field, competing_json(*v)});
+        open.push_back({field, competing_values_json(*v)});
     }
     auto r = m_ctx.store->reconcile_conflicts(joined.collection, joined.id, area, open, by,
                                               "resolved by a later write from a device",
