@@ -110,7 +110,29 @@ std::string json_text(const json::value& v) {
     return out;
 }
 
-json::value value_to_json_value(const Value& v) { return to_value(v); }
+const char* json_kind(const json::value& v) noexcept {
+    switch (v.kind()) {
+        case json::kind::null:
+            return "null";
+        case json::kind::bool_:
+            return "a boolean";
+        case json::kind::int64:
+        case json::kind::uint64:
+        case json::kind::double_:
+            return "a number";
+        case json::kind::string:
+            return "a string";
+        case json::kind::array:
+            return "an array";
+        case json::kind::object:
+            return "an object";
+    }
+    return "a value";
+}
+
+json::value value_to_json_value(const Value& v) {
+    return to_value(v);
+}
 
 std::string value_to_json(const Value& v) {
     return json_text(to_value(v));

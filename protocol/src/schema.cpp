@@ -22,6 +22,8 @@
 // are looked at, so the work done is linear in the input and bounded by the limits.
 #include "fieldsync/protocol/schema.hpp"
 
+#include "fieldsync/protocol/json.hpp"
+
 #include <algorithm>
 #include <array>
 #include <exception>
@@ -101,12 +103,6 @@ bool is_language_tag(std::string_view s) noexcept {
         if (i == start || i - start > 8) return false;
     }
     return true;
-}
-
-/// Number of code points in valid UTF-8 (continuation bytes are not counted).
-std::size_t code_points(std::string_view s) noexcept {
-    return static_cast<std::size_t>(std::count_if(
-        s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xc0) != 0x80; }));
 }
 
 /// `s` as a JSON string literal for messages: escapes quotes, backslashes and control
@@ -392,7 +388,7 @@ std::optional<std::string> value_problem(const FieldDef& f, const Value& v, Valu
     switch (f.type) {
         case FieldType::text: {
             if (!f.min_length && !f.max_length) return std::nullopt;
-            const std::size_t n = code_points(*s);
+            const std::size_t n = utf8_length(*s);
             if (f.min_length && n < *f.min_length)
                 return quote(*s) + " has " + std::to_string(n) + " characters; the minimum is " +
                        std::to_string(*f.min_length);
@@ -642,26 +638,6 @@ private:
     std::vector<Frame> m_frames;
     std::string m_key;
 };
-
-const char* json_kind(const json::value& v) noexcept {
-    switch (v.kind()) {
-        case json::kind::null:
-            return "null";
-        case json::kind::bool_:
-            return "a boolean";
-        case json::kind::int64:
-        case json::kind::uint64:
-        case json::kind::double_:
-            return "a number";
-        case json::kind::string:
-            return "a string";
-        case json::kind::array:
-            return "an array";
-        case json::kind::object:
-            return "an object";
-    }
-    return "a value";
-}
 
 /// Parses `text` into a DOM, reporting syntax errors and duplicate keys. nullopt on a syntax
 /// error.

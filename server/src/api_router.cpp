@@ -297,33 +297,6 @@ void Query::check_unknown() const {
 
 // --- ObjectReader -----------------------------------------------------------------------------
 
-const char* json_kind(const json::value& v) noexcept {
-    switch (v.kind()) {
-        case json::kind::null:
-            return "null";
-        case json::kind::bool_:
-            return "a boolean";
-        case json::kind::int64:
-        case json::kind::uint64:
-        case json::kind::double_:
-            return "a number";
-        case json::kind::string:
-            return "a string";
-        case json::kind::array:
-            return "an array";
-        case json::kind::object:
-            return "an object";
-    }
-    return "a value";
-}
-
-std::size_t utf8_length(std::string_view s) noexcept {
-    std::size_t n = 0;
-    for (char c : s)
-        if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++n;
-    return n;
-}
-
 ObjectReader::ObjectReader(const json::value& v, std::string where) : m_where(std::move(where)) {
     if (!v.is_object())
         throw bad_request(m_where + ": expected a JSON object, got " + json_kind(v));

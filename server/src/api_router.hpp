@@ -20,6 +20,9 @@
 #include <utility>
 #include <vector>
 
+#include "fieldsync/protocol/json.hpp"
+#include "fieldsync/protocol/value.hpp"
+
 namespace fieldsync::server::api {
 
 /// A failed request: status, machine-readable code, human message, optional extra members of
@@ -113,10 +116,8 @@ private:
     std::vector<std::string> m_used;
 };
 
-/// The JSON kind of a value for messages: "a string", "a number", "an object", ...
-const char* json_kind(const boost::json::value& v) noexcept;
-
-/// Number of Unicode code points in UTF-8 text.
-std::size_t utf8_length(std::string_view s) noexcept;
+// The JSON kind of a value and the length of UTF-8 text, for messages (the protocol library's).
+using protocol::json_kind;
+using protocol::utf8_length;
 
 }  // namespace fieldsync::server::api

@@ -34,6 +34,10 @@ namespace fieldsync::protocol {
 /// values is written out (HTTP responses, exports, tools).
 std::string json_text(const boost::json::value& v);
 
+/// The JSON kind of a value for error messages: "null", "a boolean", "a number", "a string",
+/// "an array", "an object".
+const char* json_kind(const boost::json::value& v) noexcept;
+
 /// The JSON form of a value as a Boost.JSON value (the same form value_to_json prints), for
 /// building larger documents without printing and parsing each value.
 boost::json::value value_to_json_value(const Value& v);

@@ -43,5 +43,7 @@ const char* kind_name(const Value& v) noexcept;
 
 /// True when `s` is well-formed UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
 bool is_valid_utf8(std::string_view s) noexcept;
+/// Number of Unicode code points in valid UTF-8 text (continuation bytes are not counted).
+std::size_t utf8_length(std::string_view s) noexcept;
 
 }  // namespace fieldsync::protocol
