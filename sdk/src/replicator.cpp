@@ -141,6 +141,7 @@ struct ReplicatorCore {
         if (!options.transport) options.transport = websocket_transport_factory(options.websocket);
         if (!options.permanent) options.permanent = is_permanent_sync_error;
         if (!options.engine.clock) options.engine.clock = steady_ms;
+        options.engine.pipeline_pulls = true;  // run() calls apply_deferred()
         options.tick_interval_ms = std::max<std::uint32_t>(options.tick_interval_ms, 10);
     }
 
@@ -249,6 +250,9 @@ private:
                     break;
                 case TransportEvent::frame:
                     if (m_conn == Conn::open) apply(m_engine.on_frame(e.data));
+                    // The next pull is on its way (pipeline_pulls): store this page meanwhile.
+                    if (m_conn == Conn::open && m_engine.has_deferred())
+                        apply(m_engine.apply_deferred());
                     break;
                 case TransportEvent::closed:
                     on_closed(e.close);

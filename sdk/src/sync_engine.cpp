@@ -111,6 +111,9 @@ struct SyncEngine::State {
     bool digest_wanted = false;
     int digest_attempts = 0;
     std::optional<p::Digest> digest_target;
+    // A page received while the next pull is already out (EngineOptions::pipeline_pulls).
+    std::optional<p::Changes> deferred;
+    bool deferred_rebootstrap = false;
 
     // Requests in flight.
     std::optional<std::uint64_t> hello_sent_at;
@@ -175,6 +178,7 @@ struct SyncEngine::State {
         hello_sent_at.reset();
         push.reset();
         pull.reset();
+        deferred.reset();
         digest_sent_at.reset();
         tried.clear();
         drift_restamps.clear();
@@ -215,7 +219,15 @@ struct SyncEngine::State {
 
     void on_welcome(EngineOutput& out, const p::Welcome& w);
     void on_push_ack(EngineOutput& out, const p::PushAck& a);
-    void on_changes(EngineOutput& out, const p::Changes& c);
+    void on_changes(EngineOutput& out, p::Changes& c);
+    void apply_page(EngineOutput& out, const p::Changes& c, bool was_rebootstrap);
+    /// Applies the kept page, if any (every entry point calls it first: pages apply in order).
+    void flush_deferred(EngineOutput& out) {
+        if (!deferred) return;
+        const p::Changes c = std::move(*deferred);
+        deferred.reset();
+        apply_page(out, c, deferred_rebootstrap);
+    }
     void on_digest(EngineOutput& out, const p::Digest& d);
     void on_error(EngineOutput& out, const p::ErrorMessage& e);
 };
@@ -472,13 +484,27 @@ void SyncEngine::State::on_push_ack(EngineOutput& out, const p::PushAck& a) {
     push_round = true;  // continue the round: more batches, restamped or re-edited records
 }
 
-void SyncEngine::State::on_changes(EngineOutput& out, const p::Changes& c) {
+void SyncEngine::State::on_changes(EngineOutput& out, p::Changes& c) {
     if (!pull || c.since != pull->since)
         return protocol_violation(
             out, p::protocol_errc::unexpected_message,
             "changes.since: " + std::to_string(c.since) + " does not answer the pull in flight");
     const bool was_rebootstrap = pull->rebootstrap;
     pull.reset();
+    if (c.more && options.pipeline_pulls) {
+        // Ask for the next page now; this one is applied by apply_deferred() (or by whichever
+        // call comes first) while the server reads the next. The stored cursor moves only when
+        // a page is applied, so a session cut in between pulls this page again next time.
+        send(out, p::Pull{c.cursor, std::max<std::uint64_t>(options.page_size, 1)});
+        pull = PullInFlight{c.cursor, was_rebootstrap, now()};
+        deferred = std::move(c);
+        deferred_rebootstrap = was_rebootstrap;
+        return;
+    }
+    apply_page(out, c, was_rebootstrap);
+}
+
+void SyncEngine::State::apply_page(EngineOutput& out, const p::Changes& c, bool was_rebootstrap) {
     auto res = impl.apply_remote(c.items, c.cursor);
     if (!res) return fail(out, res.error());
     cursor = progress.cursor = c.cursor;
@@ -486,7 +512,7 @@ void SyncEngine::State::on_changes(EngineOutput& out, const p::Changes& c) {
     ++progress.pages;
     emit(out, SyncEventKind::pulled, res->joined,
          "page up to cursor " + std::to_string(c.cursor) + (c.more ? ", more to come" : ""));
-    need_pull = c.more;
+    need_pull = c.more && !pull;  // a pipelined pull is already out
     if (!c.more) {
         pull_completed = true;
         if (was_rebootstrap && rebootstrap_running) {
@@ -630,6 +656,8 @@ EngineOutput SyncEngine::on_frame(p::ByteView frame) {
     State& s = *m_state;
     EngineOutput out;
     if (!s.session) return out;  // a late frame of a session that ended: ignore
+    s.flush_deferred(out);
+    if (!s.session) return out;  // the kept page failed to apply
     p::MessageLimits limits;
     limits.max_frame_bytes = std::max<std::size_t>(limits.max_frame_bytes, s.max_frame);
     auto decoded = p::decode_message(frame, limits);
@@ -674,6 +702,7 @@ EngineOutput SyncEngine::on_frame(p::ByteView frame) {
 EngineOutput SyncEngine::on_disconnected() {
     State& s = *m_state;
     EngineOutput out;
+    s.flush_deferred(out);  // received in full: storing it saves pulling it again
     s.end_session();
     if (s.progress.phase != SyncPhase::error) s.set_phase(out, SyncPhase::idle);
     return out;
@@ -682,6 +711,8 @@ EngineOutput SyncEngine::on_disconnected() {
 EngineOutput SyncEngine::tick(std::uint64_t now_ms) {
     State& s = *m_state;
     EngineOutput out;
+    if (!s.session) return out;
+    s.flush_deferred(out);
     if (!s.session) return out;
     const std::uint64_t limit = s.options.reply_timeout_ms;
     auto late = [&](const std::optional<std::uint64_t>& sent) {
@@ -703,6 +734,8 @@ EngineOutput SyncEngine::push_pending() {
     State& s = *m_state;
     EngineOutput out;
     if (!s.authenticated) return out;
+    s.flush_deferred(out);
+    if (!s.authenticated) return out;
     s.push_round = true;
     s.advance(out);
     return out;
@@ -712,10 +745,25 @@ EngineOutput SyncEngine::check_digest() {
     State& s = *m_state;
     EngineOutput out;
     if (!s.authenticated) return out;
+    s.flush_deferred(out);
+    if (!s.authenticated) return out;
     s.digest_wanted = true;
     s.digest_attempts = 0;
     s.advance(out);
     return out;
+}
+
+EngineOutput SyncEngine::apply_deferred() {
+    State& s = *m_state;
+    EngineOutput out;
+    if (!s.session || !s.deferred) return out;
+    s.flush_deferred(out);
+    if (s.session) s.advance(out);
+    return out;
+}
+
+bool SyncEngine::has_deferred() const noexcept {
+    return m_state->deferred.has_value();
 }
 
 SyncProgress SyncEngine::progress() const {

@@ -115,6 +115,36 @@ TEST_CASE("Replica: open creates the identity once; reopen keeps ids, cursor and
         CHECK(errc_of(r) == p::protocol_errc::unsupported_version);
         CHECK(contains(r.error().message, "99"));
     }
+    SUBCASE("a format-1 file (records WITHOUT ROWID) is migrated with its records") {
+        f.sync({}, 42);
+        const auto hh = f.household("Bater");
+        const auto before = f.view("households", hh).state;
+        f.replica.reset();
+        // Back to the layout of format 1, as an older SDK left it.
+        raw_sql(f.file(),
+                "CREATE TABLE r1(collection TEXT NOT NULL, id BLOB NOT NULL, "
+                "area TEXT NOT NULL DEFAULT '', deleted INTEGER NOT NULL DEFAULT 0, "
+                "conflicted INTEGER NOT NULL DEFAULT 0, acked INTEGER NOT NULL DEFAULT 0, "
+                "seen INTEGER NOT NULL DEFAULT 1, state BLOB NOT NULL, "
+                "PRIMARY KEY(collection, id)) WITHOUT ROWID;"
+                "INSERT INTO r1 SELECT collection, id, area, deleted, conflicted, acked, seen, "
+                "state FROM records; DROP TABLE records; ALTER TABLE r1 RENAME TO records;"
+                "CREATE INDEX records_by_area ON records(collection, area);"
+                "PRAGMA user_version = 1;");
+        const std::string without_rowid =
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'records' AND sql LIKE "
+            "'%WITHOUT ROWID%'";
+        REQUIRE(raw_count(f.file(), without_rowid) == 1);
+        f.reopen();
+        CHECK(f.view("households", hh).state == before);
+        CHECK(f.view("households", hh).sync == SyncStatus::pending);  // the outbox row stays
+        CHECK(f.replica->sync_info().value().cursor == 42);
+        f.replica.reset();
+        CHECK(raw_count(f.file(), without_rowid) == 0);
+        CHECK(raw_count(f.file(), "SELECT user_version FROM pragma_user_version") == 2);
+        CHECK(raw_count(f.file(), "SELECT count(*) FROM sqlite_schema WHERE name = "
+                                  "'records_by_area'") == 1);
+    }
     SUBCASE("the file is in WAL mode") {
         f.replica.reset();
         CHECK(raw_count(f.file(),

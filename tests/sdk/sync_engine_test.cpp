@@ -84,7 +84,7 @@ TEST_CASE("Engine: hello carries identity and credentials; welcome stores the se
     CHECK(has_event(out, SyncEventKind::schema_updated));
     auto pull = single<p::Pull>(out);  // nothing to push: pull right away
     CHECK(pull.since == 0);
-    CHECK(pull.limit == 200);
+    CHECK(pull.limit == fieldsync::EngineOptions{}.page_size);
     CHECK(e.phase() == SyncPhase::pulling);
     auto info = f.replica->sync_info().value();
     CHECK(info.user == "enum-a");
@@ -358,6 +358,68 @@ TEST_CASE("Engine: pulls page by page and stores the cursor with each page") {
     f.reopen();
     CHECK(f.replica->sync_info().value().cursor == 20);
     CHECK(f.replica->count("households").value() == 3);
+}
+
+TEST_CASE("Engine: pipelined pulls ask for the next page first and apply pages in order") {
+    ReplicaFixture f;
+    const p::ReplicaId other = test_id(0xee, 1);
+    fieldsync::EngineOptions eo;
+    eo.pipeline_pulls = true;
+    SyncEngine e(f.replica, eo);
+    auto out = connect(e, f);
+    auto pull = single<p::Pull>(out);
+    CHECK(pull.since == 0);
+    auto page = [&](std::uint64_t since, std::uint64_t cursor, int n, bool more) {
+        p::Changes c;
+        c.since = since;
+        c.cursor = cursor;
+        c.more = more;
+        c.items = {p::ChangeItem{cursor, 1, remote_household(other, n, village_a, "enum-b")}};
+        return c;
+    };
+
+    // Page 1 is kept; the pull for page 2 goes out in the same output.
+    out = feed(e, page(0, 10, 1, true));
+    CHECK(single<p::Pull>(out).since == 10);
+    CHECK(e.has_deferred());
+    CHECK_FALSE(has_event(out, SyncEventKind::pulled));
+    CHECK(f.replica->count("households").value() == 0);
+    CHECK(f.replica->sync_info().value().cursor == 0);  // not stored before the page is
+
+    SUBCASE("apply_deferred stores it with its cursor, and sends nothing more") {
+        out = e.apply_deferred();
+        CHECK(out.frames.empty());
+        CHECK_FALSE(e.has_deferred());
+        CHECK(find_event(out, SyncEventKind::pulled)->count == 1);
+        CHECK(f.replica->count("households").value() == 1);
+        CHECK(f.replica->sync_info().value().cursor == 10);
+        CHECK(e.apply_deferred().events.empty());  // nothing kept: nothing to do
+    }
+    SUBCASE("the next page applies the kept one first") {
+        out = feed(e, page(10, 20, 2, true));
+        CHECK(single<p::Pull>(out).since == 20);
+        CHECK(find_event(out, SyncEventKind::pulled)->count == 1);  // page 1
+        CHECK(f.replica->sync_info().value().cursor == 10);
+        out = feed(e, page(20, 30, 3, false));  // the last page: applied at once
+        CHECK(e.phase() == SyncPhase::live);
+        CHECK_FALSE(e.has_deferred());
+        CHECK(e.progress().pages == 3);
+        CHECK(f.replica->count("households").value() == 3);
+        CHECK(f.replica->sync_info().value().cursor == 30);
+    }
+    SUBCASE("a drop stores the page already received; the next session resumes after it") {
+        (void)e.on_disconnected();
+        CHECK(f.replica->sync_info().value().cursor == 10);
+        f.reopen();
+        SyncEngine e2(f.replica, eo);
+        out = e2.start({}, "sdk-test/1");
+        CHECK(single<p::Hello>(out).cursor == 10);
+    }
+    SUBCASE("a reply that answers nothing still fails the session after the kept page") {
+        out = feed(e, page(99, 100, 4, false));
+        CHECK(out.close);
+        CHECK(f.replica->sync_info().value().cursor == 10);  // page 1 was stored first
+    }
 }
 
 TEST_CASE("Engine: live notify; a gap pulls from the stored cursor; downloads wait for pushes") {

@@ -278,7 +278,10 @@ private:
         c->session = std::make_unique<srv::SyncSession>(m_ctx, "tablet-" + std::to_string(ti));
         t.conn = c;
         m_conns.push_back(c);
-        t.engine = std::make_unique<SyncEngine>(t.replica);
+        // Half the tablets pipeline their pulls, as the Replicator does (apply_deferred).
+        fieldsync::EngineOptions eo;
+        eo.pipeline_pulls = ti % 2 == 0;
+        t.engine = std::make_unique<SyncEngine>(t.replica, eo);
         from_engine(t, t.engine->start({t.user, t.user + "-pw", ""}, "sim/1"));
     }
 
@@ -382,6 +385,9 @@ private:
         if (!t.engine) return;
         trace(t, "<-", frame);
         from_engine(t, t.engine->on_frame(frame));
+        // A kept page is applied now, or by whatever reaches the engine next (both must hold).
+        if (t.engine && t.conn == c && t.engine->has_deferred() && chance(500))
+            from_engine(t, t.engine->apply_deferred());
         if (c->closing && c->to_tablet.empty() && t.conn == c) cut(c);
     }
 

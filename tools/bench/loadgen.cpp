@@ -925,8 +925,9 @@ void scenario_pull(const Options& o) {
     close_tablets(io, seeders);
 
     // The first sync of a fresh SDK replica: connect, hello (token), schema, every page joined;
-    // with the SDK's default page size, then with the server's largest page (max_page 500).
-    for (const std::uint64_t page : {std::uint64_t{0}, std::uint64_t{500}}) {
+    // with the SDK's default page size (the server's largest page, max_page 500), then with
+    // smaller pages of 200 (more round trips and commits).
+    for (const std::uint64_t page : {std::uint64_t{0}, std::uint64_t{200}}) {
         const fs::path replica_dir = o.dir / "pull" / ("tablet-" + std::to_string(page));
         fs::create_directories(replica_dir);
         auto opened = fieldsync::Replica::open(replica_dir / "replica.db");

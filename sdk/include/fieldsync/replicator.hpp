@@ -102,7 +102,8 @@ struct ReplicatorOptions {
     WebSocketOptions websocket;
     TransportHeaders headers;
     BackoffOptions backoff;
-    /// Options of the engine; its clock defaults to a monotonic clock here.
+    /// Options of the engine; its clock defaults to a monotonic clock here, and pipeline_pulls
+    /// is always on (the replicator applies each kept page while the next one is on its way).
     EngineOptions engine;
     /// How often reply deadlines are checked (SyncEngine::tick).
     std::uint32_t tick_interval_ms = 1'000;

@@ -16,6 +16,10 @@
 //                     busy / internal: stays pending for the next session
 //   (outbox done)  -> PULL from the stored cursor, page by page; each page joined in one
 //                     SQLite transaction together with the new cursor
+//                     With EngineOptions::pipeline_pulls, a page that says more=true is kept
+//                     and the next pull goes out at once; the driver sends it, then calls
+//                     apply_deferred(), so the server reads page N+1 while this device stores
+//                     page N (at most one page waits; any other call applies it first)
 //   revoke         -> those records (and their pending writes) are removed locally
 //   changes, more=false -> LIVE: notify pages are applied the same way; a notify whose `since`
 //                     is not the stored cursor (a gap) is ignored and the engine pulls from the
@@ -130,7 +134,11 @@ struct EngineOutput {
 
 /// Options of a SyncEngine.
 struct EngineOptions {
-    std::uint64_t page_size = 200;  ///< records asked per pull page
+    std::uint64_t page_size = 500;  ///< records asked per pull page (the server may send fewer)
+    /// Ask for the next page before the one received is applied (see the header comment and
+    /// apply_deferred()). Off by default so that a driver that does not call apply_deferred()
+    /// sees each page applied within on_frame(); the Replicator turns it on.
+    bool pipeline_pulls = false;
     std::uint64_t max_batch = 200;  ///< most items per push (also bounded by the server's)
     std::uint64_t reply_timeout_ms = 60'000;  ///< a request unanswered this long fails (tick)
     /// Monotonic-enough milliseconds for reply deadlines; compared with tick(now_ms). Empty:
@@ -171,6 +179,14 @@ public:
     /// is pending and no request is in flight. The result arrives as digest_matched or
     /// digest_mismatch. Only while a session runs; otherwise does nothing.
     EngineOutput check_digest();
+    /// Applies the page kept back by pipeline_pulls (see EngineOptions), if any, and returns
+    /// what follows from it (events; frames when it was the last step before live). Call it
+    /// right after sending the frames of the on_frame() that kept it. Does nothing otherwise.
+    /// Every other member applies a kept page first, so pages are always applied in order; a
+    /// page that fails to apply fails the session like any other store error.
+    EngineOutput apply_deferred();
+    /// True while a received page waits for apply_deferred(). \note Call on the engine's thread.
+    bool has_deferred() const noexcept;
 
     /// The current progress (a copy). \note Call on the engine's thread.
     SyncProgress progress() const;
