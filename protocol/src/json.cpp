@@ -3,6 +3,7 @@
 
 #include <boost/json.hpp>
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -32,6 +33,31 @@ json::value to_value(const Value& v) {
     }
 }
 
+template <typename Int>
+void append_integer(Int v, std::string& out) {
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
+}
+
+// Plain notation for the magnitudes values have (degrees, ratios); false for anything else
+// (huge, tiny, not finite), which Boost.JSON writes.
+bool append_plain_double(double d, std::string& out) {
+    if (!(std::isfinite(d) && std::fabs(d) < 1e9 && (d == 0 || std::fabs(d) >= 1e-7))) return false;
+    char buf[40];
+    const int n = std::snprintf(buf, sizeof buf, "%.7f", d);
+    std::string_view text(buf, static_cast<std::size_t>(n));
+    while (text.back() == '0')
+        text.remove_suffix(1);
+    if (text == "-0." || text == "0.") {
+        out += "0.0";
+        return true;
+    }
+    out += text;
+    if (text.back() == '.') out += '0';
+    return true;
+}
+
 void append_json(const json::value& v, std::string& out) {
     switch (v.kind()) {
         case json::kind::object: {
@@ -40,7 +66,7 @@ void append_json(const json::value& v, std::string& out) {
             for (const auto& kv : v.get_object()) {
                 if (!first) out += ',';
                 first = false;
-                out += json::serialize(json::string_view(kv.key()));
+                append_json_string(kv.key(), out);
                 out += ':';
                 append_json(kv.value(), out);
             }
@@ -58,24 +84,24 @@ void append_json(const json::value& v, std::string& out) {
             out += ']';
             return;
         }
-        case json::kind::double_: {
-            const double d = v.get_double();
-            // Plain notation for the magnitudes values have (degrees, ratios); anything else
-            // (huge, tiny, not finite) as Boost.JSON writes it.
-            if (std::isfinite(d) && std::fabs(d) < 1e9 && (d == 0 || std::fabs(d) >= 1e-7)) {
-                char buf[40];
-                const int n = std::snprintf(buf, sizeof buf, "%.7f", d);
-                std::string text(buf, static_cast<std::size_t>(n));
-                while (text.back() == '0')
-                    text.pop_back();
-                if (text.back() == '.') text += '0';
-                if (text == "-0.0") text = "0.0";
-                out += text;
-                return;
-            }
-            out += json::serialize(v);
+        case json::kind::double_:
+            if (!append_plain_double(v.get_double(), out)) out += json::serialize(v);
             return;
-        }
+        case json::kind::string:
+            append_json_string(v.get_string(), out);
+            return;
+        case json::kind::int64:
+            append_integer(v.get_int64(), out);
+            return;
+        case json::kind::uint64:
+            append_integer(v.get_uint64(), out);
+            return;
+        case json::kind::bool_:
+            out += v.get_bool() ? "true" : "false";
+            return;
+        case json::kind::null:
+            out += "null";
+            return;
         default:
             out += json::serialize(v);
             return;
@@ -134,8 +160,81 @@ json::value value_to_json_value(const Value& v) {
     return to_value(v);
 }
 
+void append_json_string(std::string_view text, std::string& out) {
+    // As Boost.JSON's serializer writes strings (json_test checks every byte value against it).
+    static constexpr char hex[] = "0123456789abcdef";
+    out += '"';
+    std::size_t run = 0;  // start of the bytes copied as they are
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        out.append(text.data() + run, i - run);
+        run = i + 1;
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\b':
+                out += "\\b";
+                break;
+            case '\f':
+                out += "\\f";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                out += "\\u00";
+                out += hex[c >> 4];
+                out += hex[c & 0xf];
+        }
+    }
+    out.append(text.data() + run, text.size() - run);
+    out += '"';
+}
+
+void append_value_json(const Value& v, std::string& out) {
+    switch (v.index()) {
+        case 1:
+            out += std::get<bool>(v) ? "true" : "false";
+            return;
+        case 2:
+            append_integer(std::get<std::int64_t>(v), out);
+            return;
+        case 3:
+            append_json_string(std::get<std::string>(v), out);
+            return;
+        case 4: {
+            const auto& g = std::get<GeoPoint>(v);
+            // As to_value(): degrees rounded from the stored integers.
+            out += "{\"lat\":";
+            if (!append_plain_double(std::round(g.lat_e7) / 1e7, out))
+                out += json::serialize(json::value(std::round(g.lat_e7) / 1e7));
+            out += ",\"lon\":";
+            if (!append_plain_double(std::round(g.lon_e7) / 1e7, out))
+                out += json::serialize(json::value(std::round(g.lon_e7) / 1e7));
+            out += '}';
+            return;
+        }
+        default:
+            out += "null";
+            return;
+    }
+}
+
 std::string value_to_json(const Value& v) {
-    return json_text(to_value(v));
+    std::string out;
+    append_value_json(v, out);
+    return out;
 }
 
 Result<Value> value_from_json(std::string_view json_text, const FieldDef& field) {

@@ -81,6 +81,30 @@ TEST_CASE("json_text writes non-integer numbers in plain decimal and everything 
     CHECK(json_text(json::value(-0.0)) == "0.0");
 }
 
+TEST_CASE("the direct writers print exactly what Boost.JSON prints") {
+    namespace json = boost::json;
+    // Every byte value, alone and between letters (Boost copies bytes >= 0x20 as they are).
+    for (int c = 0; c < 256; ++c) {
+        for (const std::string& text : {std::string(1, static_cast<char>(c)),
+                                        "ab" + std::string(1, static_cast<char>(c)) + "cd"}) {
+            std::string out = "<";
+            append_json_string(text, out);
+            CHECK(out == "<" + json::serialize(json::string_view(text)));
+        }
+    }
+    CHECK(json_text(json::value(std::int64_t{-9223372036854775807 - 1})) == "-9223372036854775808");
+    CHECK(json_text(json::value(std::uint64_t{18446744073709551615u})) == "18446744073709551615");
+    // value_to_json is the text of value_to_json_value, for every value type.
+    for (const Value& v :
+         {Value{}, Value{false}, Value{std::int64_t{7}}, Value{std::string("Dalad \"Qi\"\t\u00e4")},
+          Value{GeoPoint{396087000, 1099812345}}, Value{GeoPoint{0, -1}}}) {
+        CHECK(value_to_json(v) == json_text(value_to_json_value(v)));
+        std::string out = "[";
+        append_value_json(v, out);
+        CHECK(out == "[" + value_to_json(v));
+    }
+}
+
 TEST_CASE("iso8601_utc") {
     CHECK(iso8601_utc(0) == "1970-01-01T00:00:00.000Z");
     CHECK(iso8601_utc(1505036079123) == "2017-09-10T09:34:39.123Z");

@@ -44,6 +44,10 @@ boost::json::value value_to_json_value(const Value& v);
 
 /// Compact JSON text of a value.
 std::string value_to_json(const Value& v);
+/// Appends value_to_json(v) to `out` (for writing larger documents without a Boost.JSON tree).
+void append_value_json(const Value& v, std::string& out);
+/// Appends `text` as a JSON string (quoted and escaped exactly as Boost.JSON writes it).
+void append_json_string(std::string_view text, std::string& out);
 /// Parses JSON text into a value for `field` (its type decides the form). Failure:
 /// validation_failed naming the field and what was expected. The value is also checked with
 /// FieldDef::validate (enum codes, ranges), except for a multi field where the JSON may be one
