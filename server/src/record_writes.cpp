@@ -23,7 +23,10 @@ std::string competing_values_json(const p::FieldView& view) {
 }
 
 std::string change_summary_json(const p::RecordState* before, const p::RecordState& after) {
-    json::object fields;
+    // Written directly (no JSON tree): this runs for every record a device pushes. The text is
+    // what json_text gives for {"fields": {name: value or [elements]}, "created": bool}.
+    std::string out = "{\"fields\":{";
+    bool first = true;
     for (const auto& [name, state] : after.fields) {
         if (before) {
             auto it = before->fields.find(name);
@@ -31,17 +34,23 @@ std::string change_summary_json(const p::RecordState* before, const p::RecordSta
         }
         auto v = after.view(name);
         if (!v) continue;
+        if (!first) out += ',';
+        first = false;
+        p::append_json_string(name, out);
+        out += ':';
         if (v->rule == p::MergeRule::set) {
-            json::array elements;
-            for (const auto& e : v->elements)
-                elements.push_back(p::value_to_json_value(e));
-            fields[name] = std::move(elements);
+            out += '[';
+            for (std::size_t i = 0; i < v->elements.size(); ++i) {
+                if (i > 0) out += ',';
+                p::append_value_json(v->elements[i], out);
+            }
+            out += ']';
         } else {
-            fields[name] = p::value_to_json_value(v->value);
+            p::append_value_json(v->value, out);
         }
     }
-    json::object out{{"fields", std::move(fields)}, {"created", before == nullptr}};
-    return p::json_text(out);
+    out += before ? "},\"created\":false}" : "},\"created\":true}";
+    return out;
 }
 
 Result<RecordChangeResult> write_record_change(Store& store, const p::Schema& schema,

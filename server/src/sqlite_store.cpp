@@ -501,7 +501,9 @@ public:
         if (!scope.ok()) return scope.error();
 
         std::optional<std::string> old_area;
-        {
+        if (w.current_area) {
+            if (!w.current_area->empty()) old_area = *w.current_area;
+        } else {
             auto q =
                 m_conn.cached(op, "SELECT area FROM records WHERE collection = ?1 AND id = ?2");
             q.bind_text(1, w.collection).bind_id(2, w.id);
@@ -1048,6 +1050,20 @@ public:
         return std::optional{read_device(q)};
     }
 
+    Status note_device_push(const std::string& id, std::uint64_t records,
+                            std::int64_t at_ms) override {
+        constexpr std::string_view op = "note_device_push";
+        if (auto st = check_writable(op); !st) return st;
+        return m_conn
+            .cached(op,
+                    "UPDATE devices SET records_sent = records_sent + ?2, last_seen_ms = ?3 "
+                    "WHERE id = ?1")
+            .bind_text(1, id)
+            .bind_u64(2, records)
+            .bind_int(3, at_ms)
+            .run();
+    }
+
     Status put_device(const Device& d) override {
         constexpr std::string_view op = "put_device";
         if (d.id.empty()) return invalid("put_device: the device id is empty");
@@ -1141,13 +1157,19 @@ private:
     public:
         OpScope(SqliteStore& store, std::string_view op) : m_store(store), m_op(op) {
             m_own_txn = !store.m_conn.in_transaction();
+            if (!m_own_txn && store.m_savepoints > 0 && !store.m_doomed) {
+                // Inside the caller's savepoint, which the caller rolls back after a failure
+                // (store.hpp): a savepoint of our own would only cost two more statements.
+                m_borrowed = true;
+                return;
+            }
             auto st =
                 store.m_conn.cached(op, m_own_txn ? "BEGIN IMMEDIATE" : "SAVEPOINT fs_op").run();
             if (!st) m_error = std::move(st).error();
             m_active = m_error.message.empty();
         }
         ~OpScope() {
-            if (!m_active) return;
+            if (m_borrowed || !m_active) return;
             auto& c = m_store.m_conn;
             if (!c.in_transaction()) return;  // SQLite already rolled everything back
             if (m_own_txn) {
@@ -1160,9 +1182,10 @@ private:
         OpScope(const OpScope&) = delete;
         OpScope& operator=(const OpScope&) = delete;
 
-        bool ok() const noexcept { return m_active; }
+        bool ok() const noexcept { return m_borrowed || m_active; }
         const Error& error() const noexcept { return m_error; }
         Status release() {
+            if (m_borrowed) return {};
             auto st = m_store.m_conn.cached(m_op, m_own_txn ? "COMMIT" : "RELEASE fs_op").run();
             if (st) m_active = false;
             return st;
@@ -1172,6 +1195,7 @@ private:
         SqliteStore& m_store;
         std::string_view m_op;
         bool m_own_txn = false;
+        bool m_borrowed = false;  // running inside the caller's savepoint
         bool m_active = false;
         Error m_error;
     };

@@ -58,9 +58,10 @@ StoreWorker::SessionId StoreWorker::open_session(std::string peer, SendFn send) 
 }
 
 void StoreWorker::frame(SessionId id, protocol::Bytes frame) {
+    auto message = SyncSession::decode(frame, m_options.limits);
     {
         std::lock_guard lock(m_mutex);
-        Item it{Item::session_frame, id, std::move(frame), {}, {}};
+        Item it{Item::session_frame, id, std::move(message), {}, {}};
         m_queue.push_back(std::move(it));
         m_stats.queue_depth = m_queue.size();
     }
@@ -175,7 +176,7 @@ void StoreWorker::run_group(std::vector<Item>& items) {
                 pending.push_back({it.session, std::move(out), {}, false});
                 continue;
             }
-            SyncOutput out = slot->second.session->handle(it.frame);
+            SyncOutput out = slot->second.session->handle(std::move(*it.message));
             wrote = wrote || out.wrote;
             pending.push_back({it.session, std::move(out), {}, false});
         } else {
@@ -235,6 +236,11 @@ void StoreWorker::run_group(std::vector<Item>& items) {
     m_changed_users.clear();
     if (wrote && committed) {
         if (auto n = m_store->count_open_conflicts()) m_stats.open_conflicts = *n;
+        // Each area once: a group of a thousand records in one village names it a thousand
+        // times, and every live session checks every area.
+        auto& areas = m_ctx.touched_areas;
+        std::sort(areas.begin(), areas.end());
+        areas.erase(std::unique(areas.begin(), areas.end()), areas.end());
         // Wake the live sessions whose scope the changes touched.
         for (auto& [id, slot] : m_sessions) {
             SyncSession& s = *slot.session;

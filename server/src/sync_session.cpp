@@ -188,10 +188,17 @@ bool Scope::covers(std::string_view area) const noexcept {
 SyncSession::SyncSession(SyncContext& ctx, std::string peer)
     : m_ctx(ctx), m_peer(std::move(peer)) {}
 
-SyncOutput SyncSession::handle(p::ByteView frame) {
+p::Result<p::Message> SyncSession::decode(p::ByteView frame, const SyncLimits& session) {
     p::MessageLimits limits;
-    limits.max_frame_bytes = m_ctx.limits.max_frame_bytes;
-    auto decoded = p::decode_message(frame, limits);
+    limits.max_frame_bytes = session.max_frame_bytes;
+    return p::decode_message(frame, limits);
+}
+
+SyncOutput SyncSession::handle(p::ByteView frame) {
+    return handle(decode(frame, m_ctx.limits));
+}
+
+SyncOutput SyncSession::handle(p::Result<p::Message>&& decoded) {
     if (!decoded) {
         // Before hello nothing is trusted: a bad first frame ends the connection.
         return error_reply(decoded.error().code == p::protocol_errc::limit_exceeded
@@ -379,7 +386,7 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     return out;
 }
 
-SyncOutput SyncSession::on_push(const p::Push& push) {
+SyncOutput SyncSession::on_push(p::Push& push) {
     Store& store = *m_ctx.store;
     const std::uint64_t now = m_ctx.now_ms();
     if (push.items.size() > m_ctx.limits.max_batch) {
@@ -416,14 +423,9 @@ SyncOutput SyncSession::on_push(const p::Push& push) {
     }
     // The devices view counts the records each device brought in; it commits with the items.
     if (applied > 0) {
-        auto dev = store.device(m_device_id);
-        if (!dev) return store_failure(dev.error());
-        if (*dev) {
-            Device d = **dev;
-            d.records_sent += applied;
-            d.last_seen_ms = static_cast<std::int64_t>(now);
-            if (auto st = store.put_device(d); !st) return store_failure(st.error());
-        }
+        if (auto st = store.note_device_push(m_device_id, applied, static_cast<std::int64_t>(now));
+            !st)
+            return store_failure(st.error());
     }
     auto last = store.last_seq();
     if (!last) return store_failure(last.error());
@@ -433,7 +435,7 @@ SyncOutput SyncSession::on_push(const p::Push& push) {
     return out;
 }
 
-Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string& where,
+Result<bool> SyncSession::apply_item(p::PushItem& item, const std::string& where,
                                      std::uint64_t now) {
     Store& store = *m_ctx.store;
     const p::Schema& schema = *m_ctx.schema;
@@ -511,7 +513,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
     }
     if (newest > 0) (void)m_ctx.clock->observe(p::HlcTimestamp::from_parts(newest, 0));
 
-    p::RecordState joined = before ? *before : rec;
+    // A new record is the pushed state itself: moved, not copied (`rec` is not used below).
+    p::RecordState joined = before ? *before : std::move(item.record);
     if (before) {
         if (auto st = joined.join(rec); !st)
             return reject(p::protocol_errc::invalid_value, st.error().message);
@@ -535,6 +538,7 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
     w.deleted = joined.is_deleted();
     w.at_ms = static_cast<std::int64_t>(now);
     w.state = std::move(bytes);
+    w.current_area = *stored ? (*stored)->area : std::string();  // read above, same transaction
     auto seq = store.put_record(w);
     if (!seq) return Error{p::protocol_errc::internal, seq.error().message};
 
@@ -549,8 +553,11 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, const std::string&
     if (auto st = store.append_audit(a); !st)
         return Error{p::protocol_errc::internal, st.error().message};
 
-    if (auto st = reconcile(joined, *new_area, m_user->name, now); !st)
-        return Error{p::protocol_errc::internal, st.error().message};
+    // A new record without conflicts has no conflict rows to open or close.
+    if (*stored || !joined.conflicts().empty()) {
+        if (auto st = reconcile(joined, *new_area, m_user->name, now); !st)
+            return Error{p::protocol_errc::internal, st.error().message};
+    }
     m_ctx.touched_areas.push_back(*new_area);
     if (*stored && (*stored)->area != *new_area) m_ctx.touched_areas.push_back((*stored)->area);
     if (m_ctx.stats) m_ctx.stats->merges++;

@@ -2,6 +2,8 @@
 // no sockets. Each "device" is a session with a send callback that collects decoded replies.
 #include <doctest/doctest.h>
 
+#include <boost/json.hpp>
+
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -390,6 +392,23 @@ TEST_CASE("Sync: push then pull from a second device; replays change nothing") {
             CHECK(audit[0].user == "enum-a");
             CHECK(audit[0].device == a.device_id.to_string());
             CHECK(audit[0].summary.find("head_name") != std::string::npos);
+            // The summary is written directly; it is the JSON of the documented object.
+            auto sum = boost::json::parse(audit[0].summary).as_object();
+            CHECK(sum.at("created").as_bool());
+            CHECK(sum.at("fields").at("head_name").as_string() == "Bater 1");
+            CHECK(sum.at("fields").at("village").as_string() == village_a);
+        });
+        // An edit lists only what changed, with the value now shown.
+        auto later = rec;
+        edit(a, later, "head_name", p::MergeRule::review, std::string("Bater \"Bayan\"\n"), t0 + 5);
+        edit(a, later, "gps", p::MergeRule::lww, p::GeoPoint{396087000, 1099812345}, t0 + 5);
+        REQUIRE(a.push({later}).results[0].ok);
+        f.with_store([&](Store& s) {
+            auto audit = s.audit_for("households", rec.id, 10).value();
+            REQUIRE(audit.size() == 2);  // newest first
+            CHECK(audit[0].summary ==
+                  R"({"fields":{"_deleted":false,"gps":{"lat":39.6087,"lon":109.9812345},)"
+                  R"("head_name":"Bater \"Bayan\"\n"},"created":false})");
         });
     }
 }

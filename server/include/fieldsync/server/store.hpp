@@ -77,6 +77,9 @@ struct RecordWrite {
     bool deleted = false;
     std::int64_t at_ms = 0;
     Bytes state;
+    /// The record's area as the caller just read it in this transaction ("" = no stored
+    /// record), so that put_record need not read it again; std::nullopt: put_record reads it.
+    std::optional<std::string> current_area;
 };
 
 struct AuditEntry {
@@ -197,7 +200,9 @@ public:
 
     // --- Transactions (writer only). begin/commit nest: only the outermost commits.
     // Without begin(), each write method is its own durable transaction. A write method that
-    // fails leaves nothing of itself behind (its statements run in an internal savepoint).
+    // fails leaves nothing of itself behind: its statements run in an internal savepoint or,
+    // while the caller holds a savepoint(), in the caller's, whose rollback_savepoint() (which
+    // the caller owes after any failure) removes them.
     /// Starts a write transaction (outermost: takes the write lock) or nests one level.
     virtual Status begin() = 0;
     /// Ends one level; the outermost commits durably (synchronous=FULL: on return the data
@@ -311,6 +316,10 @@ public:
     /// Inserts or replaces the device with id d.id. Its user must exist (invalid_value); a
     /// replica bound to another device fails with replica_conflict.
     virtual Status put_device(const Device& d) = 0;
+    /// Adds `records` to the device's records_sent and sets its last_seen_ms (one statement,
+    /// for every push). An unknown device is not an error: nothing changes.
+    virtual Status note_device_push(const std::string& id, std::uint64_t records,
+                                    std::int64_t at_ms) = 0;
     virtual Result<std::vector<Device>> list_devices() = 0;
 
     /// Inserts or replaces the area with code a.code.

@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -76,7 +77,9 @@ public:
 
     /// Opens a session; `send` receives its replies. Returns its id.
     SessionId open_session(std::string peer, SendFn send);
-    /// Queues one frame of a session. Frames of one session are handled in order.
+    /// Queues one frame of a session. Frames of one session are handled in order. The frame
+    /// is decoded here, on the calling thread (the I/O threads), so that the worker only
+    /// applies. \note Thread-safe.
     void frame(SessionId id, protocol::Bytes frame);
     /// Forgets a session (its queued frames are dropped).
     void close_session(SessionId id);
@@ -115,7 +118,8 @@ private:
     struct Item {
         enum Kind { session_frame, api_job } kind;
         SessionId session = 0;
-        protocol::Bytes frame;
+        /// Decoded by frame() on the caller's (I/O) thread, not on the worker.
+        std::optional<protocol::Result<protocol::Message>> message;
         Job job;
         Done done;
     };

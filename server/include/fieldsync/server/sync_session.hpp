@@ -75,8 +75,15 @@ public:
     /// `peer` names the remote address for the login throttle and logs.
     SyncSession(SyncContext& ctx, std::string peer);
 
-    /// Handles one binary frame from the device.
+    /// Handles one binary frame from the device: decode(frame, limits) then handle(message).
     SyncOutput handle(protocol::ByteView frame);
+    /// Decodes a device's frame under the session limits (no session state: any thread may
+    /// call it, so the I/O threads decode while the store worker applies).
+    static protocol::Result<protocol::Message> decode(protocol::ByteView frame,
+                                                      const SyncLimits& limits);
+    /// Handles one decoded frame (or the error that decoding it gave). A push's records are
+    /// moved out of `message`.
+    SyncOutput handle(protocol::Result<protocol::Message>&& message);
     /// After a commit by anyone: if this session is live, the frames that bring it up to date
     /// (notify and revoke). Empty when there is nothing new in its scope.
     SyncOutput catch_up();
@@ -96,11 +103,10 @@ public:
 
 private:
     SyncOutput on_hello(const protocol::Hello& h);
-    SyncOutput on_push(const protocol::Push& push);
+    SyncOutput on_push(protocol::Push& push);
     /// One push item inside its savepoint: true when it changed the store, false for a replay,
     /// or the reason it was refused (internal = the store failed).
-    Result<bool> apply_item(const protocol::PushItem& item, const std::string& where,
-                            std::uint64_t now);
+    Result<bool> apply_item(protocol::PushItem& item, const std::string& where, std::uint64_t now);
     Status reconcile(const protocol::RecordState& joined, const std::string& area,
                      const std::string& by, std::uint64_t now);
     SyncOutput on_pull(const protocol::Pull& pull);
