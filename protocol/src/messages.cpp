@@ -229,7 +229,10 @@ void encode_change_items(CborWriter& w, const std::vector<ChangeItem>& items) {
         w.map(3);
         key_uint(w, "sv", item.schema_version);
         w.text("rec");
-        encode_record(w, item.record);
+        if (!item.encoded_record.empty())
+            w.raw(item.encoded_record);
+        else
+            encode_record(w, item.record);
         key_uint(w, "seq", item.seq);
     }
 }

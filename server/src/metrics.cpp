@@ -57,6 +57,15 @@ std::string render_metrics(const WorkerStats& w, const NetCounters& n) {
         "fieldsync_store_commit_seconds_total ";
     out += seconds;
     out += '\n';
+    std::snprintf(seconds, sizeof seconds, "%.6f",
+                  static_cast<double>(w.busy_us_total.load()) / 1e6);
+    out +=
+        "# HELP fieldsync_store_busy_seconds_total Time the store worker spent running groups "
+        "(commits included); near the elapsed time, it is the bottleneck.\n"
+        "# TYPE fieldsync_store_busy_seconds_total counter\n"
+        "fieldsync_store_busy_seconds_total ";
+    out += seconds;
+    out += '\n';
     metric(out, "fieldsync_store_groups_total", "counter", "Group transactions run.",
            w.groups.load());
     metric(out, "fieldsync_store_jobs_total", "counter", "Frames and API jobs run.", w.jobs.load());

@@ -59,9 +59,11 @@ StoreWorker::SessionId StoreWorker::open_session(std::string peer, SendFn send) 
 
 void StoreWorker::frame(SessionId id, protocol::Bytes frame) {
     auto message = SyncSession::decode(frame, m_options.limits);
+    PreparedPush prepared;
+    if (message) prepared = SyncSession::prepare(*message);
     {
         std::lock_guard lock(m_mutex);
-        Item it{Item::session_frame, id, std::move(message), {}, {}};
+        Item it{Item::session_frame, id, std::move(message), std::move(prepared), {}, {}};
         m_queue.push_back(std::move(it));
         m_stats.queue_depth = m_queue.size();
     }
@@ -80,7 +82,7 @@ void StoreWorker::close_session(SessionId id) {
 void StoreWorker::post(Job job, Done done) {
     {
         std::lock_guard lock(m_mutex);
-        Item it{Item::api_job, 0, {}, std::move(job), std::move(done)};
+        Item it{Item::api_job, 0, {}, {}, std::move(job), std::move(done)};
         m_queue.push_back(std::move(it));
         m_stats.queue_depth = m_queue.size();
     }
@@ -144,7 +146,14 @@ void StoreWorker::run() {
                                SessionSlot{std::make_unique<SyncSession>(m_ctx, std::move(o.first)),
                                            std::move(o.second)});
         }
-        if (!items.empty()) run_group(items);
+        if (!items.empty()) {
+            const auto t0 = std::chrono::steady_clock::now();
+            run_group(items);
+            m_stats.busy_us_total +=
+                static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                               std::chrono::steady_clock::now() - t0)
+                                               .count());
+        }
         for (SessionId id : closing)
             m_sessions.erase(id);
     }
@@ -176,7 +185,8 @@ void StoreWorker::run_group(std::vector<Item>& items) {
                 pending.push_back({it.session, std::move(out), {}, false});
                 continue;
             }
-            SyncOutput out = slot->second.session->handle(std::move(*it.message));
+            SyncOutput out =
+                slot->second.session->handle(std::move(*it.message), std::move(it.prepared));
             wrote = wrote || out.wrote;
             pending.push_back({it.session, std::move(out), {}, false});
         } else {

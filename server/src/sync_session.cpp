@@ -198,7 +198,17 @@ SyncOutput SyncSession::handle(p::ByteView frame) {
     return handle(decode(frame, m_ctx.limits));
 }
 
-SyncOutput SyncSession::handle(p::Result<p::Message>&& decoded) {
+PreparedPush SyncSession::prepare(const p::Message& message) {
+    PreparedPush out;
+    const auto* push = std::get_if<p::Push>(&message);
+    if (!push) return out;
+    out.reserve(push->items.size());
+    for (const auto& item : push->items)
+        out.push_back({p::encode_record(item.record), change_summary_json(nullptr, item.record)});
+    return out;
+}
+
+SyncOutput SyncSession::handle(p::Result<p::Message>&& decoded, PreparedPush&& prepared) {
     if (!decoded) {
         // Before hello nothing is trusted: a bad first frame ends the connection.
         return error_reply(decoded.error().code == p::protocol_errc::limit_exceeded
@@ -219,7 +229,7 @@ SyncOutput SyncSession::handle(p::Result<p::Message>&& decoded) {
             std::string(p::message_type(m)) + ": the first message of a session must be hello",
             true);
     }
-    if (auto* push = std::get_if<p::Push>(&m)) return on_push(*push);
+    if (auto* push = std::get_if<p::Push>(&m)) return on_push(*push, prepared);
     if (auto* pull = std::get_if<p::Pull>(&m)) return on_pull(*pull);
     if (std::holds_alternative<p::DigestRequest>(m)) return on_digest();
     if (std::holds_alternative<p::ErrorMessage>(m))
@@ -386,7 +396,7 @@ SyncOutput SyncSession::on_hello(const p::Hello& h) {
     return out;
 }
 
-SyncOutput SyncSession::on_push(p::Push& push) {
+SyncOutput SyncSession::on_push(p::Push& push, PreparedPush& prepared) {
     Store& store = *m_ctx.store;
     const std::uint64_t now = m_ctx.now_ms();
     if (push.items.size() > m_ctx.limits.max_batch) {
@@ -404,7 +414,9 @@ SyncOutput SyncSession::on_push(p::Push& push) {
     for (std::size_t i = 0; i < push.items.size(); ++i) {
         const std::string where = "push.items[" + std::to_string(i) + "]";
         if (auto st = store.savepoint(); !st) return store_failure(st.error());
-        auto result = apply_item(push.items[i], where, now);
+        auto result =
+            apply_item(push.items[i], prepared.size() == push.items.size() ? &prepared[i] : nullptr,
+                       where, now);
         if (!result) {
             store.rollback_savepoint();
             if (result.error().code == p::protocol_errc::internal)
@@ -435,8 +447,8 @@ SyncOutput SyncSession::on_push(p::Push& push) {
     return out;
 }
 
-Result<bool> SyncSession::apply_item(p::PushItem& item, const std::string& where,
-                                     std::uint64_t now) {
+Result<bool> SyncSession::apply_item(p::PushItem& item, PreparedItem* prepared,
+                                     const std::string& where, std::uint64_t now) {
     Store& store = *m_ctx.store;
     const p::Schema& schema = *m_ctx.schema;
     const p::RecordState& rec = item.record;
@@ -522,7 +534,8 @@ Result<bool> SyncSession::apply_item(p::PushItem& item, const std::string& where
     if (auto why = rewritten_write(before ? &*before : nullptr, joined, known, m_replica,
                                    m_user->name, now + m_ctx.limits.max_clock_ahead_ms))
         return reject(p::protocol_errc::forbidden, *why);
-    p::Bytes bytes = p::encode_record(joined);
+    // A new record is the pushed state: its encoding was made before the worker got it.
+    p::Bytes bytes = !before && prepared ? std::move(prepared->encoded) : p::encode_record(joined);
     if (*stored && (*stored)->state == bytes) return false;  // replay: nothing new (L3)
 
     auto new_area = schema.area_of(joined);
@@ -549,7 +562,8 @@ Result<bool> SyncSession::apply_item(p::PushItem& item, const std::string& where
     a.device = m_device_id;
     a.collection = joined.collection;
     a.id = joined.id;
-    a.summary = change_summary_json(before ? &*before : nullptr, joined);
+    a.summary = !before && prepared ? std::move(prepared->created_summary)
+                                    : change_summary_json(before ? &*before : nullptr, joined);
     if (auto st = store.append_audit(a); !st)
         return Error{p::protocol_errc::internal, st.error().message};
 
@@ -629,12 +643,16 @@ Result<std::pair<std::uint64_t, bool>> SyncSession::page_since(std::uint64_t sin
     std::vector<p::ChangeItem> items;
     items.reserve(page->records.size());
     for (auto& r : page->records) {
-        auto decoded = p::decode_record(r.state);
-        if (!decoded)
-            return Error{p::protocol_errc::internal, "stored state of " + r.collection + "/" +
-                                                         r.id.to_string() +
-                                                         " is corrupt: " + decoded.error().message};
-        items.push_back(p::ChangeItem{r.seq, r.schema_version, std::move(*decoded)});
+        // Stored states are canonical encodings (put_record stores encode_record's bytes):
+        // they go out as they are, without a decode and an encode per record.
+        if (r.state.empty())
+            return Error{p::protocol_errc::internal,
+                         "stored state of " + r.collection + "/" + r.id.to_string() + " is empty"};
+        p::ChangeItem item;
+        item.seq = r.seq;
+        item.schema_version = r.schema_version;
+        item.encoded_record = std::move(r.state);
+        items.push_back(std::move(item));
     }
     if (live) {
         if (!items.empty() || page->next_cursor != since) {

@@ -238,6 +238,24 @@ TEST_CASE("Messages: every type round-trips byte for byte") {
     CHECK(std::all_of(covered.begin(), covered.end(), [](bool c) { return c; }));
 }
 
+TEST_CASE("a change item's pre-encoded state is sent as it is, byte for byte") {
+    ChangeItem decoded_form{7, 2, household()};
+    ChangeItem stored_form;
+    stored_form.seq = 7;
+    stored_form.schema_version = 2;
+    stored_form.encoded_record = encode_record(household());
+    CHECK(encode_message(Changes{0, 7, false, {stored_form}}) ==
+          encode_message(Changes{0, 7, false, {decoded_form}}));
+    CHECK(encode_message(Notify{0, 7, {stored_form}}) ==
+          encode_message(Notify{0, 7, {decoded_form}}));
+    auto back = decode_message(encode_message(Changes{0, 7, false, {stored_form}}));
+    REQUIRE(back.ok());
+    const auto& items = std::get<Changes>(*back).items;
+    REQUIRE(items.size() == 1);
+    CHECK(items[0] == decoded_form);
+    CHECK(items[0].encoded_record.empty());  // never decoded into
+}
+
 TEST_CASE("Messages: type names") {
     CHECK(message_type(Hello{}) == "hello");
     CHECK(message_type(PushAck{}) == "push_ack");

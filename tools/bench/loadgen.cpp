@@ -863,6 +863,19 @@ void scenario_ingest(const Options& o, std::size_t count) {
              "records");
     emit(tag + ": server CPU per 1,000 records", cpu * 1000.0 / static_cast<double>(acked) * 1000.0,
          "ms");
+    // Where the store worker's time went (server /metrics): near 100% busy, it is the limit;
+    // the commit share is the part spent in COMMIT (WAL writes and fsync).
+    const double run_s = std::chrono::duration<double>(last_ack - start).count();
+    const auto delta = [&](const char* name) {
+        return ServerProcess::metric(metrics_after, name) -
+               ServerProcess::metric(metrics_before, name);
+    };
+    if (run_s > 0) {
+        emit(tag + ": store worker busy (share of the run)",
+             100.0 * delta("fieldsync_store_busy_seconds_total") / run_s, "%");
+        emit(tag + ": of which in COMMIT (share of the run)",
+             100.0 * delta("fieldsync_store_commit_seconds_total") / run_s, "%");
+    }
     close_tablets(io, tablets);
     server.stop();
 }

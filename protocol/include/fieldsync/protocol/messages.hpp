@@ -135,7 +135,15 @@ struct ChangeItem {
     std::uint64_t seq = 0;             ///< "seq": the server sequence of this change
     std::uint64_t schema_version = 0;  ///< "sv": schema version of the state's latest write
     RecordState record;                ///< "rec": the server's full record state
-    bool operator==(const ChangeItem&) const = default;
+    /// Sender side only, never decoded: the canonical encoding of the state when the sender
+    /// already holds it (the server's stored bytes). When not empty, the encoder writes it as
+    /// "rec" instead of encoding `record` (which may then stay empty): a page is sent without
+    /// decoding and re-encoding every stored state. The caller vouches that it is canonical.
+    Bytes encoded_record{};
+    /// Compares what is sent (seq, sv and the state), not how the sender held it.
+    bool operator==(const ChangeItem& o) const {
+        return seq == o.seq && schema_version == o.schema_version && record == o.record;
+    }
 };
 
 /// changes, server → client: one page, the reply to pull (SPEC.md §5.6).

@@ -47,6 +47,8 @@ struct WorkerStats {
     std::atomic<std::uint64_t> items_rejected{0};
     std::atomic<std::uint64_t> merges{0};  ///< items that changed a stored record
     std::atomic<std::uint64_t> commit_us_total{0};
+    /// Time the worker spent running groups (handling, commit, replies): busy, not waiting.
+    std::atomic<std::uint64_t> busy_us_total{0};
     std::atomic<std::uint64_t> queue_depth{0};
     std::atomic<std::uint64_t> sessions{0};
     std::atomic<std::uint64_t> open_conflicts{0};
@@ -120,6 +122,7 @@ private:
         SessionId session = 0;
         /// Decoded by frame() on the caller's (I/O) thread, not on the worker.
         std::optional<protocol::Result<protocol::Message>> message;
+        PreparedPush prepared;  ///< SyncSession::prepare, also on the caller's thread
         Job job;
         Done done;
     };

@@ -70,6 +70,16 @@ struct SyncContext {
     std::vector<std::string> touched_areas;
 };
 
+/// Work on one pushed item that needs neither the store nor the session, done before the push
+/// reaches the store worker (StoreWorker::frame, on an I/O thread): the canonical encoding of
+/// the pushed state and the audit summary it gets if it creates its record. The worker uses
+/// them only for a record it does not hold yet (then the stored state is the pushed one).
+struct PreparedItem {
+    protocol::Bytes encoded;
+    std::string created_summary;
+};
+using PreparedPush = std::vector<PreparedItem>;
+
 class SyncSession {
 public:
     /// `peer` names the remote address for the login throttle and logs.
@@ -81,9 +91,13 @@ public:
     /// call it, so the I/O threads decode while the store worker applies).
     static protocol::Result<protocol::Message> decode(protocol::ByteView frame,
                                                       const SyncLimits& limits);
-    /// Handles one decoded frame (or the error that decoding it gave). A push's records are
-    /// moved out of `message`.
-    SyncOutput handle(protocol::Result<protocol::Message>&& message);
+    /// Prepares a decoded push (see PreparedItem); empty for any other message. No session
+    /// state: any thread may call it.
+    static PreparedPush prepare(const protocol::Message& message);
+    /// Handles one decoded frame (or the error that decoding it gave), with prepare()'s result
+    /// for it (or nothing: the work is then done here). A push's records are moved out of
+    /// `message`.
+    SyncOutput handle(protocol::Result<protocol::Message>&& message, PreparedPush&& prepared = {});
     /// After a commit by anyone: if this session is live, the frames that bring it up to date
     /// (notify and revoke). Empty when there is nothing new in its scope.
     SyncOutput catch_up();
@@ -103,10 +117,11 @@ public:
 
 private:
     SyncOutput on_hello(const protocol::Hello& h);
-    SyncOutput on_push(protocol::Push& push);
+    SyncOutput on_push(protocol::Push& push, PreparedPush& prepared);
     /// One push item inside its savepoint: true when it changed the store, false for a replay,
     /// or the reason it was refused (internal = the store failed).
-    Result<bool> apply_item(protocol::PushItem& item, const std::string& where, std::uint64_t now);
+    Result<bool> apply_item(protocol::PushItem& item, PreparedItem* prepared,
+                            const std::string& where, std::uint64_t now);
     Status reconcile(const protocol::RecordState& joined, const std::string& area,
                      const std::string& by, std::uint64_t now);
     SyncOutput on_pull(const protocol::Pull& pull);
