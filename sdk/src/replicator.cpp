@@ -65,7 +65,7 @@ namespace {
 struct TransportEvent {
     enum Kind { opened, frame, closed } kind = opened;
     std::uint64_t generation = 0;
-    p::Bytes data;
+    std::optional<DecodedFrame> decoded;  ///< a frame, decoded on the transport's thread
     TransportClose close;
 };
 
@@ -89,8 +89,10 @@ public:
         : m_shared(std::move(shared)), m_generation(generation) {}
     void on_open() override { push(TransportEvent{TransportEvent::opened, m_generation, {}, {}}); }
     void on_frame(p::ByteView frame) override {
+        // Decoded here, on the transport's thread, while the replicator's thread applies the
+        // previous page (SyncEngine::decode_frame).
         push(TransportEvent{
-            TransportEvent::frame, m_generation, p::Bytes(frame.begin(), frame.end()), {}});
+            TransportEvent::frame, m_generation, SyncEngine::decode_frame(frame), {}});
     }
     void on_closed(const TransportClose& close) override {
         push(TransportEvent{TransportEvent::closed, m_generation, {}, close});
@@ -249,7 +251,7 @@ private:
                     apply(m_engine.start(m_options.credentials, m_options.app));
                     break;
                 case TransportEvent::frame:
-                    if (m_conn == Conn::open) apply(m_engine.on_frame(e.data));
+                    if (m_conn == Conn::open) apply(m_engine.on_decoded(std::move(*e.decoded)));
                     // The next pull is on its way (pipeline_pulls): store this page meanwhile.
                     if (m_conn == Conn::open && m_engine.has_deferred())
                         apply(m_engine.apply_deferred());

@@ -652,15 +652,34 @@ EngineOutput SyncEngine::start(const Credentials& credentials, std::string app) 
     return out;
 }
 
+DecodedFrame SyncEngine::decode_frame(p::ByteView frame) {
+    // The size limit depends on the session (welcome.limits.max_frame): on_decoded checks it.
+    p::MessageLimits limits;
+    limits.max_frame_bytes = std::max(limits.max_frame_bytes, frame.size());
+    return DecodedFrame{p::decode_message(frame, limits), frame.size()};
+}
+
 EngineOutput SyncEngine::on_frame(p::ByteView frame) {
+    return on_decoded(decode_frame(frame));
+}
+
+EngineOutput SyncEngine::on_decoded(DecodedFrame&& frame) {
     State& s = *m_state;
     EngineOutput out;
     if (!s.session) return out;  // a late frame of a session that ended: ignore
     s.flush_deferred(out);
     if (!s.session) return out;  // the kept page failed to apply
-    p::MessageLimits limits;
-    limits.max_frame_bytes = std::max<std::size_t>(limits.max_frame_bytes, s.max_frame);
-    auto decoded = p::decode_message(frame, limits);
+    const std::size_t limit =
+        std::max<std::size_t>(p::MessageLimits{}.max_frame_bytes, s.max_frame);
+    if (frame.bytes > limit) {
+        s.protocol_violation(out, p::protocol_errc::limit_exceeded,
+                             "the server sent a message this client cannot decode: message: "
+                             "frame of " +
+                                 std::to_string(frame.bytes) + " bytes exceeds the limit of " +
+                                 std::to_string(limit));
+        return out;
+    }
+    auto& decoded = frame.message;
     if (!decoded) {
         s.protocol_violation(
             out, static_cast<p::protocol_errc>(decoded.error().code.value()),

@@ -656,6 +656,16 @@ TEST_CASE("Engine: protocol errors, fatal errors and timeouts end the session") 
         CHECK(e.phase() == SyncPhase::error);
         CHECK(f.replica->sync_info().value().last_error.has_value());
     }
+    SUBCASE("a frame over the session's size limit, decoded on another thread or not") {
+        p::Bytes huge((4u << 20) + 1, 0x00);
+        auto decoded = SyncEngine::decode_frame(huge);  // any thread; the engine checks size
+        CHECK(decoded.bytes == huge.size());
+        out = e.on_decoded(std::move(decoded));
+        CHECK(out.close);
+        CHECK(single<p::ErrorMessage>(out).code == "limit_exceeded");
+        CHECK(contains(find_event(out, SyncEventKind::error)->message,
+                       "frame of 4194305 bytes exceeds the limit of 4194304"));
+    }
     SUBCASE("a reply that answers nothing") {
         out = feed(e, p::PushAck{99, {}, 0, t0});
         CHECK(out.close);

@@ -57,6 +57,7 @@
 #include "fieldsync/protocol/cbor.hpp"
 #include "fieldsync/protocol/error.hpp"
 #include "fieldsync/protocol/hlc.hpp"
+#include "fieldsync/protocol/messages.hpp"
 #include "fieldsync/replica.hpp"
 
 namespace fieldsync {
@@ -148,6 +149,12 @@ struct EngineOptions {
     std::uint64_t min_version = 1;
 };
 
+/// A frame from the server decoded away from the engine's thread (SyncEngine::decode_frame).
+struct DecodedFrame {
+    protocol::Result<protocol::Message> message;  ///< the message, or why it did not decode
+    std::size_t bytes = 0;                        ///< the frame's size (checked by the engine)
+};
+
 class SyncEngine {
 public:
     /// Binds the engine to a replica (shared with the app). \note Thread-safe.
@@ -162,8 +169,16 @@ public:
     /// (no password, no token given and none stored), or the replica failed (internal).
     /// Calling start() while a session runs first ends it (as on_disconnected()).
     EngineOutput start(const Credentials& credentials, std::string app);
-    /// Handles one binary frame from the server and returns what to send next.
+    /// Handles one binary frame from the server and returns what to send next. The same as
+    /// on_decoded(decode_frame(frame)).
     EngineOutput on_frame(protocol::ByteView frame);
+    /// Decodes one frame from the server; touches no engine, so any thread may call it (the
+    /// transport's thread decodes the next page while the engine's thread stores this one).
+    /// Never fails: a frame that does not decode carries its error to on_decoded().
+    static DecodedFrame decode_frame(protocol::ByteView frame);
+    /// on_frame() for a frame already decoded by decode_frame(): the frame size limit of the
+    /// session, then the message, exactly as on_frame().
+    EngineOutput on_decoded(DecodedFrame&& frame);
     /// The connection dropped (or was closed). Requests in flight are forgotten; their records
     /// stay pending and are pushed again next session (joining twice changes nothing).
     /// Phase becomes idle (error stays error).
