@@ -9,6 +9,7 @@
 //       by '\n'), schema_json, schema_version, token, rebootstrap (0/1), last_sync_ms,
 //       last_error_code, last_error_message, last_error_ms
 //   records(collection, id BLOB(16), area, deleted, conflicted, acked, seen, state BLOB)
+//       a rowid table, key (collection, id) as an index (format 2; format 1 was WITHOUT ROWID)
 //       state   = protocol::encode_record (canonical bytes: equal states, equal bytes)
 //       acked   = the highest counter of this replica's dots that the server is known to hold
 //                 (from push_ack ok, or seen in a pulled state): entries of this replica with a
