@@ -491,7 +491,10 @@ void SyncEngine::State::on_changes(EngineOutput& out, p::Changes& c) {
             "changes.since: " + std::to_string(c.since) + " does not answer the pull in flight");
     const bool was_rebootstrap = pull->rebootstrap;
     pull.reset();
-    if (c.more && options.pipeline_pulls) {
+    // Only when another page is what advance() would ask for next: a push waiting for its
+    // turn or a re-bootstrap to start comes first (their order is advance()'s).
+    const bool pull_is_next = !push_round && !(rebootstrap_wanted && !rebootstrap_running);
+    if (c.more && options.pipeline_pulls && pull_is_next) {
         // Ask for the next page now; this one is applied by apply_deferred() (or by whichever
         // call comes first) while the server reads the next. The stored cursor moves only when
         // a page is applied, so a session cut in between pulls this page again next time.
@@ -672,6 +675,9 @@ EngineOutput SyncEngine::on_decoded(DecodedFrame&& frame) {
     const std::size_t limit =
         std::max<std::size_t>(p::MessageLimits{}.max_frame_bytes, s.max_frame);
     if (frame.bytes > limit) {
+        // A page too large for this client: the next session asks for pages half as large
+        // (the server bounds pages by records, not bytes), so it does not fail on it forever.
+        if (s.pull) s.options.page_size = std::max<std::uint64_t>(1, s.options.page_size / 2);
         s.protocol_violation(out, p::protocol_errc::limit_exceeded,
                              "the server sent a message this client cannot decode: message: "
                              "frame of " +

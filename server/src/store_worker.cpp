@@ -60,7 +60,7 @@ StoreWorker::SessionId StoreWorker::open_session(std::string peer, SendFn send) 
 void StoreWorker::frame(SessionId id, protocol::Bytes frame) {
     auto message = SyncSession::decode(frame, m_options.limits);
     PreparedPush prepared;
-    if (message) prepared = SyncSession::prepare(*message);
+    if (message) prepared = SyncSession::prepare(*message, m_options.limits.max_batch);
     {
         std::lock_guard lock(m_mutex);
         Item it{Item::session_frame, id, std::move(message), std::move(prepared), {}, {}};

@@ -198,10 +198,11 @@ SyncOutput SyncSession::handle(p::ByteView frame) {
     return handle(decode(frame, m_ctx.limits));
 }
 
-PreparedPush SyncSession::prepare(const p::Message& message) {
+PreparedPush SyncSession::prepare(const p::Message& message, std::size_t max_batch) {
     PreparedPush out;
     const auto* push = std::get_if<p::Push>(&message);
-    if (!push) return out;
+    // Nothing for a batch the session will refuse anyway (over max_batch): no work for it.
+    if (!push || push->items.size() > max_batch) return out;
     out.reserve(push->items.size());
     for (const auto& item : push->items)
         out.push_back({p::encode_record(item.record), change_summary_json(nullptr, item.record)});
@@ -427,7 +428,10 @@ SyncOutput SyncSession::on_push(p::Push& push, PreparedPush& prepared) {
             if (m_ctx.stats) m_ctx.stats->items_rejected++;
             continue;
         }
-        if (auto st = store.release_savepoint(); !st) return store_failure(st.error());
+        if (auto st = store.release_savepoint(); !st) {
+            store.rollback_savepoint();  // no savepoint may outlive the item (store.hpp)
+            return store_failure(st.error());
+        }
         out.wrote = out.wrote || *result;
         if (*result) ++applied;
         ack.results.push_back(p::ItemResult{true, {}, {}});
@@ -567,11 +571,9 @@ Result<bool> SyncSession::apply_item(p::PushItem& item, PreparedItem* prepared,
     if (auto st = store.append_audit(a); !st)
         return Error{p::protocol_errc::internal, st.error().message};
 
-    // A new record without conflicts has no conflict rows to open or close.
-    if (*stored || !joined.conflicts().empty()) {
-        if (auto st = reconcile(joined, *new_area, m_user->name, now); !st)
-            return Error{p::protocol_errc::internal, st.error().message};
-    }
+    // Also for a new record: a purged tombstone's conflict rows may still be open.
+    if (auto st = reconcile(joined, *new_area, m_user->name, now); !st)
+        return Error{p::protocol_errc::internal, st.error().message};
     m_ctx.touched_areas.push_back(*new_area);
     if (*stored && (*stored)->area != *new_area) m_ctx.touched_areas.push_back((*stored)->area);
     if (m_ctx.stats) m_ctx.stats->merges++;
@@ -645,9 +647,13 @@ Result<std::pair<std::uint64_t, bool>> SyncSession::page_since(std::uint64_t sin
     for (auto& r : page->records) {
         // Stored states are canonical encodings (put_record stores encode_record's bytes):
         // they go out as they are, without a decode and an encode per record.
-        if (r.state.empty())
-            return Error{p::protocol_errc::internal,
-                         "stored state of " + r.collection + "/" + r.id.to_string() + " is empty"};
+        // A cheap check that the bytes are one whole CBOR item (a full decode per record is
+        // what this path saves): a damaged row fails here, named, not on every tablet.
+        p::CborReader check(r.state);
+        if (r.state.empty() || !check.skip() || !check.at_end())
+            return Error{p::protocol_errc::internal, "stored state of " + r.collection + "/" +
+                                                         r.id.to_string() +
+                                                         " is corrupt: not one CBOR item"};
         p::ChangeItem item;
         item.seq = r.seq;
         item.schema_version = r.schema_version;

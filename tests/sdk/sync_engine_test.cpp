@@ -422,6 +422,29 @@ TEST_CASE("Engine: pipelined pulls ask for the next page first and apply pages i
     }
 }
 
+TEST_CASE("Engine: a pipelined pull waits when a push comes first") {
+    ReplicaFixture f;
+    const p::ReplicaId other = test_id(0xee, 1);
+    fieldsync::EngineOptions eo;
+    eo.pipeline_pulls = true;
+    SyncEngine e(f.replica, eo);
+    auto out = connect(e, f);
+    auto pull = single<p::Pull>(out);
+    // A local write while the pull is out: its push must go before the next page is asked.
+    (void)f.household("Local");
+    CHECK(e.push_pending().frames.empty());  // the pull is in flight
+    p::Changes c;
+    c.since = pull.since;
+    c.cursor = 10;
+    c.more = true;
+    c.items = {p::ChangeItem{10, 1, remote_household(other, 1, village_a, "enum-b")}};
+    out = feed(e, c);
+    CHECK_FALSE(e.has_deferred());  // stored at once, as without pipelining
+    CHECK(f.replica->sync_info().value().cursor == 10);
+    REQUIRE(out.frames.size() == 1);
+    CHECK(std::holds_alternative<p::Push>(p::decode_message(out.frames[0]).value()));
+}
+
 TEST_CASE("Engine: live notify; a gap pulls from the stored cursor; downloads wait for pushes") {
     ReplicaFixture f;
     const p::ReplicaId other = test_id(0xee, 1);

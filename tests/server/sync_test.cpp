@@ -413,6 +413,27 @@ TEST_CASE("Sync: push then pull from a second device; replays change nothing") {
     }
 }
 
+TEST_CASE("Sync: a damaged stored state fails the pull on the server, naming the record") {
+    Fixture f;
+    Tablet& a = f.connect("enum-a", 1);
+    REQUIRE(a.push({new_household(a, 1, village_a)}).results[0].ok);
+    // Stored states go out as they are; one that is not a whole CBOR item must not.
+    f.with_store([&](Store& s) {
+        RecordWrite w;
+        w.collection = "households";
+        w.id = id_of(0x01, 2);
+        w.area = village_a;
+        w.schema_version = 1;
+        w.at_ms = static_cast<std::int64_t>(t0);
+        w.state = {0xa4, 0x61, 0x63};  // a map of 4 entries, cut short
+        REQUIRE(s.put_record(w).ok());
+    });
+    a.send(p::Pull{0, 100});
+    auto err = a.next_as<p::ErrorMessage>();
+    CHECK(err.code == "internal");
+    CHECK(err.message.find(id_of(0x01, 2).to_string()) != std::string::npos);
+}
+
 TEST_CASE("Sync: pulls are paged and resume from a cursor") {
     Fixture f;
     Tablet& a = f.connect("enum-a", 1);

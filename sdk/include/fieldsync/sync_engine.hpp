@@ -167,7 +167,8 @@ public:
     /// (hello.app). Success: the output holds the hello frame; phase authenticating.
     /// Failure (reported in the output, with close = true and phase error): no credentials
     /// (no password, no token given and none stored), or the replica failed (internal).
-    /// Calling start() while a session runs first ends it (as on_disconnected()).
+    /// Calling start() while a session runs first ends it (as on_disconnected(), except that
+    /// a page kept by pipeline_pulls is dropped unapplied: the new session pulls it again).
     EngineOutput start(const Credentials& credentials, std::string app);
     /// Handles one binary frame from the server and returns what to send next. The same as
     /// on_decoded(decode_frame(frame)).
@@ -197,8 +198,8 @@ public:
     /// Applies the page kept back by pipeline_pulls (see EngineOptions), if any, and returns
     /// what follows from it (events; frames when it was the last step before live). Call it
     /// right after sending the frames of the on_frame() that kept it. Does nothing otherwise.
-    /// Every other member applies a kept page first, so pages are always applied in order; a
-    /// page that fails to apply fails the session like any other store error.
+    /// Every other member but start() applies a kept page first, so pages are always applied
+    /// in order; a page that fails to apply fails the session like any other store error.
     EngineOutput apply_deferred();
     /// True while a received page waits for apply_deferred(). \note Call on the engine's thread.
     bool has_deferred() const noexcept;

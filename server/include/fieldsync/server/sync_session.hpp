@@ -91,9 +91,10 @@ public:
     /// call it, so the I/O threads decode while the store worker applies).
     static protocol::Result<protocol::Message> decode(protocol::ByteView frame,
                                                       const SyncLimits& limits);
-    /// Prepares a decoded push (see PreparedItem); empty for any other message. No session
-    /// state: any thread may call it.
-    static PreparedPush prepare(const protocol::Message& message);
+    /// Prepares a decoded push (see PreparedItem); empty for any other message and for a
+    /// push of more than `max_batch` items (refused anyway). No session state: any thread may
+    /// call it.
+    static PreparedPush prepare(const protocol::Message& message, std::size_t max_batch);
     /// Handles one decoded frame (or the error that decoding it gave), with prepare()'s result
     /// for it (or nothing: the work is then done here). A push's records are moved out of
     /// `message`.
