@@ -688,6 +688,10 @@ TEST_CASE("Engine: protocol errors, fatal errors and timeouts end the session") 
         CHECK(single<p::ErrorMessage>(out).code == "limit_exceeded");
         CHECK(contains(find_event(out, SyncEventKind::error)->message,
                        "frame of 4194305 bytes exceeds the limit of 4194304"));
+        // It answered a pull: the next session asks for pages half as large.
+        (void)e.on_disconnected();
+        out = connect(e, f);
+        CHECK(single<p::Pull>(out).limit == fieldsync::EngineOptions{}.page_size / 2);
     }
     SUBCASE("a reply that answers nothing") {
         out = feed(e, p::PushAck{99, {}, 0, t0});
