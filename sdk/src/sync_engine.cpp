@@ -682,7 +682,8 @@ EngineOutput SyncEngine::on_decoded(DecodedFrame&& frame) {
                              "the server sent a message this client cannot decode: message: "
                              "frame of " +
                                  std::to_string(frame.bytes) + " bytes exceeds the limit of " +
-                                 std::to_string(limit));
+                                 std::to_string(limit) +
+                                 (s.pull ? "; the next sync asks for pages half as large" : ""));
         return out;
     }
     auto& decoded = frame.message;

@@ -542,7 +542,8 @@ Result<bool> SyncSession::apply_item(p::PushItem& item, PreparedItem* prepared,
     p::Bytes bytes = !before && prepared ? std::move(prepared->encoded) : p::encode_record(joined);
     if (*stored && (*stored)->state == bytes) return false;  // replay: nothing new (L3)
 
-    auto new_area = schema.area_of(joined);
+    // A new record's area is the pushed state's, found above.
+    auto new_area = before ? schema.area_of(joined) : area;
     if (!new_area) return reject(p::protocol_errc::validation_failed, new_area.error().message);
     if (!m_scope.covers(*new_area))
         return reject(p::protocol_errc::forbidden, "after merging, the record's area is " +
@@ -653,7 +654,9 @@ Result<std::pair<std::uint64_t, bool>> SyncSession::page_since(std::uint64_t sin
         if (r.state.empty() || !check.skip() || !check.at_end())
             return Error{p::protocol_errc::internal, "stored state of " + r.collection + "/" +
                                                          r.id.to_string() +
-                                                         " is corrupt: not one CBOR item"};
+                                                         " is corrupt (not one CBOR item); "
+                                                         "restore the store from a backup "
+                                                         "(docs/operations.md, \"Backups\")"};
         p::ChangeItem item;
         item.seq = r.seq;
         item.schema_version = r.schema_version;

@@ -360,26 +360,39 @@ TEST_CASE("Engine: pulls page by page and stores the cursor with each page") {
     CHECK(f.replica->count("households").value() == 3);
 }
 
-TEST_CASE("Engine: pipelined pulls ask for the next page first and apply pages in order") {
-    ReplicaFixture f;
-    const p::ReplicaId other = test_id(0xee, 1);
+namespace {
+
+// Pipelined pulls: an engine that keeps pages (EngineOptions::pipeline_pulls), and a page of
+// one household written by another device.
+fieldsync::EngineOptions pipelined() {
     fieldsync::EngineOptions eo;
     eo.pipeline_pulls = true;
+    return eo;
+}
+
+p::Changes one_household_page(std::uint64_t since, std::uint64_t cursor, std::uint32_t n,
+                              bool more) {
+    p::Changes c;
+    c.since = since;
+    c.cursor = cursor;
+    c.more = more;
+    c.items = {
+        p::ChangeItem{cursor, 1, remote_household(test_id(0xee, 1), n, village_a, "enum-b")}};
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("Engine: pipelined pulls ask for the next page first and apply pages in order") {
+    ReplicaFixture f;
+    const fieldsync::EngineOptions eo = pipelined();
     SyncEngine e(f.replica, eo);
     auto out = connect(e, f);
     auto pull = single<p::Pull>(out);
     CHECK(pull.since == 0);
-    auto page = [&](std::uint64_t since, std::uint64_t cursor, int n, bool more) {
-        p::Changes c;
-        c.since = since;
-        c.cursor = cursor;
-        c.more = more;
-        c.items = {p::ChangeItem{cursor, 1, remote_household(other, n, village_a, "enum-b")}};
-        return c;
-    };
 
     // Page 1 is kept; the pull for page 2 goes out in the same output.
-    out = feed(e, page(0, 10, 1, true));
+    out = feed(e, one_household_page(0, 10, 1, true));
     CHECK(single<p::Pull>(out).since == 10);
     CHECK(e.has_deferred());
     CHECK_FALSE(has_event(out, SyncEventKind::pulled));
@@ -396,11 +409,11 @@ TEST_CASE("Engine: pipelined pulls ask for the next page first and apply pages i
         CHECK(e.apply_deferred().events.empty());  // nothing kept: nothing to do
     }
     SUBCASE("the next page applies the kept one first") {
-        out = feed(e, page(10, 20, 2, true));
+        out = feed(e, one_household_page(10, 20, 2, true));
         CHECK(single<p::Pull>(out).since == 20);
         CHECK(find_event(out, SyncEventKind::pulled)->count == 1);  // page 1
         CHECK(f.replica->sync_info().value().cursor == 10);
-        out = feed(e, page(20, 30, 3, false));  // the last page: applied at once
+        out = feed(e, one_household_page(20, 30, 3, false));  // the last page: applied at once
         CHECK(e.phase() == SyncPhase::live);
         CHECK_FALSE(e.has_deferred());
         CHECK(e.progress().pages == 3);
@@ -416,7 +429,7 @@ TEST_CASE("Engine: pipelined pulls ask for the next page first and apply pages i
         CHECK(single<p::Hello>(out).cursor == 10);
     }
     SUBCASE("a reply that answers nothing still fails the session after the kept page") {
-        out = feed(e, page(99, 100, 4, false));
+        out = feed(e, one_household_page(99, 100, 4, false));
         CHECK(out.close);
         CHECK(f.replica->sync_info().value().cursor == 10);  // page 1 was stored first
     }
@@ -424,21 +437,13 @@ TEST_CASE("Engine: pipelined pulls ask for the next page first and apply pages i
 
 TEST_CASE("Engine: a pipelined pull waits when a push comes first") {
     ReplicaFixture f;
-    const p::ReplicaId other = test_id(0xee, 1);
-    fieldsync::EngineOptions eo;
-    eo.pipeline_pulls = true;
-    SyncEngine e(f.replica, eo);
+    SyncEngine e(f.replica, pipelined());
     auto out = connect(e, f);
     auto pull = single<p::Pull>(out);
     // A local write while the pull is out: its push must go before the next page is asked.
     (void)f.household("Local");
     CHECK(e.push_pending().frames.empty());  // the pull is in flight
-    p::Changes c;
-    c.since = pull.since;
-    c.cursor = 10;
-    c.more = true;
-    c.items = {p::ChangeItem{10, 1, remote_household(other, 1, village_a, "enum-b")}};
-    out = feed(e, c);
+    out = feed(e, one_household_page(pull.since, 10, 1, true));
     CHECK_FALSE(e.has_deferred());  // stored at once, as without pipelining
     CHECK(f.replica->sync_info().value().cursor == 10);
     REQUIRE(out.frames.size() == 1);
@@ -687,7 +692,8 @@ TEST_CASE("Engine: protocol errors, fatal errors and timeouts end the session") 
         CHECK(out.close);
         CHECK(single<p::ErrorMessage>(out).code == "limit_exceeded");
         CHECK(contains(find_event(out, SyncEventKind::error)->message,
-                       "frame of 4194305 bytes exceeds the limit of 4194304"));
+                       "frame of 4194305 bytes exceeds the limit of 4194304; the next sync "
+                       "asks for pages half as large"));
         // It answered a pull: the next session asks for pages half as large.
         (void)e.on_disconnected();
         out = connect(e, f);

@@ -27,6 +27,7 @@
 
 #include "any_stream.hpp"
 #include "common.hpp"
+#include "fieldsync/protocol/json.hpp"
 #include "fieldsync/server/log.hpp"
 #include "metrics.hpp"
 #include "static_files.hpp"
@@ -120,37 +121,15 @@ void security_headers(Header& h, RouteKind kind) {
         h.set(http::field::cache_control, "no-cache");
 }
 
-std::string json_escape(std::string_view s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-            case '"':
-                out += "\\\"";
-                break;
-            case '\\':
-                out += "\\\\";
-                break;
-            case '\n':
-                out += "\\n";
-                break;
-            default:
-                if (static_cast<unsigned char>(c) < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-                    out += buf;
-                } else {
-                    out += c;
-                }
-        }
-    }
-    return out;
-}
-
 StringResponse json_error(http::status status, std::string_view code, std::string_view message) {
     StringResponse res{status, 11};
     res.set(http::field::content_type, "application/json");
-    res.body() = "{\"error\":{\"code\":\"" + json_escape(code) + "\",\"message\":\"" +
-                 json_escape(message) + "\"}}";
+    std::string body = "{\"error\":{\"code\":";
+    fieldsync::protocol::append_json_string(code, body);
+    body += ",\"message\":";
+    fieldsync::protocol::append_json_string(message, body);
+    body += "}}";
+    res.body() = std::move(body);
     return res;
 }
 
