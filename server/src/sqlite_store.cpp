@@ -14,12 +14,15 @@
 // append a step; never edit a released one. Readers refuse a file that is not fully migrated.
 //
 // Sequence: meta('last_seq') is the one counter of record changes. put_record increments it
-// inside the caller's transaction (UPDATE ... RETURNING), so a rolled-back write gives its
-// number back and the counter survives restarts and tombstone purges (max(seq) would not:
-// purging the newest tombstone would let a number be reused and a cursor skip a change).
-// records.seq is the sequence of a record's latest change (UNIQUE); moves.seq is the sequence
-// of the change that moved a record between areas. The change feed is the merge of both,
-// ordered by seq (see changes()).
+// inside the caller's transaction, so a rolled-back write gives its number back. Within one
+// transaction the writer remembers the value it last wrote (m_seq), so a put reads nothing and
+// writes meta with a plain UPDATE (UPDATE ... RETURNING builds a temporary table per call,
+// about a tenth of a pushed record's cost); every rollback, and the end of the transaction,
+// forgets it, so the next put reads meta again and the counter survives restarts and tombstone
+// purges (max(seq) would not: purging the newest tombstone would let a number be reused and a
+// cursor skip a change). records.seq is the sequence of a record's latest change (UNIQUE);
+// moves.seq is the sequence of the change that moved a record between areas. The change feed is the
+// merge of both, ordered by seq (see changes()).
 //
 // Scope rule: an area code A covers A and every code starting with "A/". In SQL:
 // `area = A OR substr(area, 1, length(A) + 1) = A || '/'` (not LIKE: '%' and '_' in a code
@@ -359,6 +362,7 @@ public:
             if (auto st = m_conn.cached("begin", "BEGIN IMMEDIATE").run(); !st) return st;
             m_doomed = false;
             m_savepoints = 0;
+            m_seq.reset();
         }
         ++m_depth;
         return {};
@@ -375,6 +379,7 @@ public:
         const bool doomed = m_doomed || !m_conn.in_transaction();
         m_doomed = false;
         m_savepoints = 0;
+        m_seq.reset();
         if (doomed) {
             if (m_conn.in_transaction()) (void)m_conn.cached("rollback", "ROLLBACK").run();
             return internal(
@@ -390,6 +395,7 @@ public:
 
     void rollback() noexcept override {
         if (m_depth == 0) return;
+        m_seq.reset();
         if (!m_doomed && m_conn.in_transaction()) {
             try {
                 (void)m_conn.cached("rollback", "ROLLBACK").run();
@@ -422,6 +428,7 @@ public:
     void rollback_savepoint() noexcept override {
         if (m_savepoints == 0) return;
         --m_savepoints;
+        m_seq.reset();  // the rolled-back writes gave their numbers back
         try {
             auto a = m_conn.cached("rollback_savepoint", "ROLLBACK TO fs_sp").run();
             auto b = m_conn.cached("rollback_savepoint", "RELEASE fs_sp").run();
@@ -511,15 +518,23 @@ public:
             if (!row) return row.error();
             if (*row) old_area = q.col_text(0);
         }
+        // The next number (see "Sequence" above). m_seq is set only once the UPDATE succeeded;
+        // a failure below rolls this scope back, and every rollback forgets m_seq.
         std::uint64_t seq = 0;
-        {
-            auto q = m_conn.cached(
-                op, "UPDATE meta SET value = value + 1 WHERE key = 'last_seq' RETURNING value");
-            auto row = q.next();
-            if (!row) return row.error();
-            if (!*row) return internal("put_record: meta.last_seq is missing");
-            seq = q.col_u64(0);
+        if (m_seq && m_conn.in_transaction()) {
+            seq = *m_seq + 1;
+        } else {
+            auto last = meta_u64(op, "last_seq");
+            if (!last) return last.error();
+            seq = *last + 1;
         }
+        {
+            auto q = m_conn.cached(op, "UPDATE meta SET value = ?1 WHERE key = 'last_seq'");
+            q.bind_u64(1, seq);
+            if (auto st = q.run(); !st) return st.error();
+            if (q.changes() != 1) return internal("put_record: meta.last_seq is missing");
+        }
+        m_seq = seq;
         {
             auto q = m_conn.cached(
                 op,
@@ -1157,6 +1172,7 @@ private:
     public:
         OpScope(SqliteStore& store, std::string_view op) : m_store(store), m_op(op) {
             m_own_txn = !store.m_conn.in_transaction();
+            if (m_own_txn) store.m_seq.reset();  // another process may have written meanwhile
             if (!m_own_txn && store.m_savepoints > 0 && !store.m_doomed) {
                 // Inside the caller's savepoint, which the caller rolls back after a failure
                 // (store.hpp): a savepoint of our own would only cost two more statements.
@@ -1170,6 +1186,7 @@ private:
         }
         ~OpScope() {
             if (m_borrowed || !m_active) return;
+            m_store.m_seq.reset();  // rolled back below: its numbers are given back
             auto& c = m_store.m_conn;
             if (!c.in_transaction()) return;  // SQLite already rolled everything back
             if (m_own_txn) {
@@ -1188,6 +1205,7 @@ private:
             if (m_borrowed) return {};
             auto st = m_store.m_conn.cached(m_op, m_own_txn ? "COMMIT" : "RELEASE fs_op").run();
             if (st) m_active = false;
+            if (m_own_txn) m_store.m_seq.reset();  // the transaction ended
             return st;
         }
 
@@ -1302,6 +1320,9 @@ private:
     int m_depth = 0;        // begin() levels open
     int m_savepoints = 0;   // user savepoints open
     bool m_doomed = false;  // rolled back while begin() levels remain
+    // meta.last_seq as this transaction last wrote it; empty after any rollback or the end of
+    // the transaction (then put_record reads meta).
+    std::optional<std::uint64_t> m_seq;
 };
 
 // --- Opening --------------------------------------------------------------------------------

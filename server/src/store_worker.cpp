@@ -32,7 +32,15 @@ StoreWorker::StoreWorker(std::unique_ptr<Store> writer, protocol::Schema schema,
     m_ctx.stats = &m_stats;
     m_ctx.limits = m_options.limits;
     if (auto n = m_store->count_open_conflicts()) m_stats.open_conflicts = *n;
+    publish_schema();
     m_thread = std::thread([this] { run(); });
+}
+
+void StoreWorker::publish_schema() {
+    auto snapshot = std::make_shared<const protocol::Schema>(m_schema);
+    std::lock_guard lock(m_snapshot_mutex);
+    m_snapshot = std::move(snapshot);
+    m_ctx.schema_generation = ++m_snapshot_generation;
 }
 
 StoreWorker::~StoreWorker() {
@@ -60,7 +68,19 @@ StoreWorker::SessionId StoreWorker::open_session(std::string peer, SendFn send) 
 void StoreWorker::frame(SessionId id, protocol::Bytes frame) {
     auto message = SyncSession::decode(frame, m_options.limits);
     PreparedPush prepared;
-    if (message) prepared = SyncSession::prepare(*message, m_options.limits.max_batch);
+    if (message && std::holds_alternative<protocol::Push>(*message)) {
+        std::shared_ptr<const protocol::Schema> schema;
+        std::uint64_t generation = 0;
+        {
+            std::lock_guard lock(m_snapshot_mutex);
+            schema = m_snapshot;
+            generation = m_snapshot_generation;
+        }
+        // Validated under this schema; the worker trusts it only if the schema is still the
+        // same when the push is applied (SyncContext::schema_generation).
+        prepared =
+            SyncSession::prepare(*message, m_options.limits.max_batch, schema.get(), generation);
+    }
     {
         std::lock_guard lock(m_mutex);
         Item it{Item::session_frame, id, std::move(message), std::move(prepared), {}, {}};
@@ -112,6 +132,7 @@ void StoreWorker::set_schema(protocol::Schema schema) {
         [this, s = std::move(schema)](Store&, const protocol::Schema&) mutable {
             // run_group holds m_schema_mutex while a job runs (locking it again deadlocked).
             m_schema = std::move(s);
+            publish_schema();
             return false;
         },
         [](const Status&) {});

@@ -198,14 +198,28 @@ SyncOutput SyncSession::handle(p::ByteView frame) {
     return handle(decode(frame, m_ctx.limits));
 }
 
-PreparedPush SyncSession::prepare(const p::Message& message, std::size_t max_batch) {
+PreparedPush SyncSession::prepare(const p::Message& message, std::size_t max_batch,
+                                  const p::Schema* schema, std::uint64_t schema_generation) {
     PreparedPush out;
     const auto* push = std::get_if<p::Push>(&message);
     // Nothing for a batch the session will refuse anyway (over max_batch): no work for it.
     if (!push || push->items.size() > max_batch) return out;
-    out.reserve(push->items.size());
-    for (const auto& item : push->items)
-        out.push_back({p::encode_record(item.record), change_summary_json(nullptr, item.record)});
+    out.items.reserve(push->items.size());
+    for (const auto& item : push->items) {
+        PreparedItem prepared{
+            p::encode_record(item.record), change_summary_json(nullptr, item.record), {}, {}};
+        if (schema && schema_generation != 0) {
+            if (auto st = schema->validate_record(item.record); !st) {
+                prepared.invalid = st.error().message;
+            } else if (auto area = schema->area_of(item.record); !area) {
+                prepared.invalid = area.error().message;
+            } else {
+                prepared.area = std::move(*area);
+            }
+        }
+        out.items.push_back(std::move(prepared));
+    }
+    if (schema) out.schema_generation = schema_generation;
     return out;
 }
 
@@ -230,7 +244,12 @@ SyncOutput SyncSession::handle(p::Result<p::Message>&& decoded, PreparedPush&& p
             std::string(p::message_type(m)) + ": the first message of a session must be hello",
             true);
     }
-    if (auto* push = std::get_if<p::Push>(&m)) return on_push(*push, prepared);
+    if (auto* push = std::get_if<p::Push>(&m)) {
+        SyncOutput out = on_push(*push, prepared);
+        // New records' states are still in the message: freed by whoever delivers `out`.
+        out.retired = std::move(m);
+        return out;
+    }
     if (auto* pull = std::get_if<p::Pull>(&m)) return on_pull(*pull);
     if (std::holds_alternative<p::DigestRequest>(m)) return on_digest();
     if (std::holds_alternative<p::ErrorMessage>(m))
@@ -416,8 +435,9 @@ SyncOutput SyncSession::on_push(p::Push& push, PreparedPush& prepared) {
         const std::string where = "push.items[" + std::to_string(i) + "]";
         if (auto st = store.savepoint(); !st) return store_failure(st.error());
         auto result =
-            apply_item(push.items[i], prepared.size() == push.items.size() ? &prepared[i] : nullptr,
-                       where, now);
+            apply_item(push.items[i],
+                       prepared.items.size() == push.items.size() ? &prepared.items[i] : nullptr,
+                       prepared.schema_generation, where, now);
         if (!result) {
             store.rollback_savepoint();
             if (result.error().code == p::protocol_errc::internal)
@@ -451,8 +471,9 @@ SyncOutput SyncSession::on_push(p::Push& push, PreparedPush& prepared) {
     return out;
 }
 
-Result<bool> SyncSession::apply_item(p::PushItem& item, PreparedItem* prepared,
-                                     const std::string& where, std::uint64_t now) {
+Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prepared,
+                                     std::uint64_t prepared_generation, const std::string& where,
+                                     std::uint64_t now) {
     Store& store = *m_ctx.store;
     const p::Schema& schema = *m_ctx.schema;
     const p::RecordState& rec = item.record;
@@ -472,10 +493,19 @@ Result<bool> SyncSession::apply_item(p::PushItem& item, PreparedItem* prepared,
                           " is no longer accepted (oldest: " +
                           std::to_string(m_ctx.limits.oldest_schema_version) + "); update the app");
     }
-    if (auto st = schema.validate_record(rec); !st)
-        return reject(p::protocol_errc::validation_failed, st.error().message);
-    auto area = schema.area_of(rec);
-    if (!area) return reject(p::protocol_errc::validation_failed, area.error().message);
+    // Validated on the I/O thread when it had this very schema (prepare); else here.
+    std::string area;
+    if (prepared && prepared_generation != 0 && prepared_generation == m_ctx.schema_generation) {
+        if (!prepared->invalid.empty())
+            return reject(p::protocol_errc::validation_failed, prepared->invalid);
+        area = std::move(prepared->area);
+    } else {
+        if (auto st = schema.validate_record(rec); !st)
+            return reject(p::protocol_errc::validation_failed, st.error().message);
+        auto a = schema.area_of(rec);
+        if (!a) return reject(p::protocol_errc::validation_failed, a.error().message);
+        area = std::move(*a);
+    }
 
     auto stored = store.get_record(rec.collection, rec.id);
     if (!stored) return Error{p::protocol_errc::internal, stored.error().message};
@@ -483,9 +513,9 @@ Result<bool> SyncSession::apply_item(p::PushItem& item, PreparedItem* prepared,
     // Scope (SPEC.md §6.1): a new record must lie in the user's areas; an existing one must lie
     // there before and after the merge. The pushed state's own area is not what counts: the
     // device may hold a stale copy of a record that a supervisor moved into its areas.
-    if (!*stored && !m_scope.covers(*area))
+    if (!*stored && !m_scope.covers(area))
         return reject(p::protocol_errc::forbidden,
-                      "area " + *area + " is outside your assigned areas");
+                      "area " + area + " is outside your assigned areas");
     if (*stored) {
         if (!m_scope.covers((*stored)->area))
             return reject(
@@ -529,12 +559,15 @@ Result<bool> SyncSession::apply_item(p::PushItem& item, PreparedItem* prepared,
     }
     if (newest > 0) (void)m_ctx.clock->observe(p::HlcTimestamp::from_parts(newest, 0));
 
-    // A new record is the pushed state itself: moved, not copied (`rec` is not used below).
-    p::RecordState joined = before ? *before : std::move(item.record);
+    // A new record is the pushed state itself, neither copied nor moved: it stays in the push,
+    // which the I/O thread frees (SyncOutput::retired), not this one.
+    p::RecordState merged;
     if (before) {
-        if (auto st = joined.join(rec); !st)
+        merged = *before;
+        if (auto st = merged.join(rec); !st)
             return reject(p::protocol_errc::invalid_value, st.error().message);
     }
+    const p::RecordState& joined = before ? merged : rec;
     if (auto why = rewritten_write(before ? &*before : nullptr, joined, known, m_replica,
                                    m_user->name, now + m_ctx.limits.max_clock_ahead_ms))
         return reject(p::protocol_errc::forbidden, *why);
@@ -543,7 +576,7 @@ Result<bool> SyncSession::apply_item(p::PushItem& item, PreparedItem* prepared,
     if (*stored && (*stored)->state == bytes) return false;  // replay: nothing new (L3)
 
     // A new record's area is the pushed state's, found above.
-    auto new_area = before ? schema.area_of(joined) : area;
+    auto new_area = before ? schema.area_of(joined) : Result<std::string>(std::move(area));
     if (!new_area) return reject(p::protocol_errc::validation_failed, new_area.error().message);
     if (!m_scope.covers(*new_area))
         return reject(p::protocol_errc::forbidden, "after merging, the record's area is " +

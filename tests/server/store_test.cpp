@@ -301,6 +301,45 @@ TEST_CASE_TEMPLATE("Store: sequence numbers strictly increase and rolled-back on
     CHECK(ok(s.last_seq()) == prev);
     CHECK(put(s, rw("households", 101, "ordos/a")) == prev + 1);
 
+    // Inside one transaction: consecutive numbers; a rolled-back savepoint gives its numbers
+    // back, a released one keeps them, and last_seq follows the numbers handed out.
+    prev = ok(s.last_seq());
+    ok(s.begin());
+    CHECK(put(s, rw("households", 110, "ordos/a")) == prev + 1);
+    CHECK(put(s, rw("households", 111, "ordos/a")) == prev + 2);
+    ok(s.savepoint());
+    CHECK(put(s, rw("households", 112, "ordos/a")) == prev + 3);
+    CHECK(put(s, rw("households", 113, "ordos/a")) == prev + 4);
+    s.rollback_savepoint();
+    CHECK(ok(s.last_seq()) == prev + 2);
+    ok(s.savepoint());
+    CHECK(put(s, rw("households", 114, "ordos/a")) == prev + 3);
+    ok(s.release_savepoint());
+    CHECK(ok(s.last_seq()) == prev + 3);
+    CHECK_FALSE(s.put_record(rw("", 9, "ordos")).ok());  // refused: takes no number
+    CHECK(put(s, rw("households", 115, "ordos/a")) == prev + 4);
+    ok(s.commit());
+    CHECK(ok(s.last_seq()) == prev + 4);
+    CHECK_FALSE(ok(s.get_record("households", rid(112))).has_value());
+    CHECK(ok(s.get_record("households", rid(114)))->seq == prev + 3);
+    // The next transaction starts from meta, not from what the last one remembered.
+    ok(s.begin());
+    CHECK(put(s, rw("households", 116, "ordos/a")) == prev + 5);
+    s.rollback();
+    CHECK(put(s, rw("households", 116, "ordos/a")) == prev + 5);
+    prev += 5;
+
+    // Another writer of the same file (an admin tool) between two transactions: numbers go on
+    // from its last one, never reuse it.
+    {
+        auto other = F::open(fx.dir.path(), false);
+        REQUIRE(other.ok());
+        CHECK(put(**other, rw("households", 117, "ordos/a")) == prev + 1);
+    }
+    ok(s.begin());
+    CHECK(put(s, rw("households", 118, "ordos/a")) == prev + 2);
+    ok(s.commit());
+
     // The counter survives reopening even when the newest change was purged.
     put(s, rw("households", 101, "ordos/a", 1000, true));
     const auto top = ok(s.last_seq());

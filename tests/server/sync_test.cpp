@@ -586,6 +586,51 @@ TEST_CASE("Sync: pushes outside the rules are refused per item and change nothin
     }
 }
 
+TEST_CASE("Sync: a push validated before a schema change is validated again under the new one") {
+    // The I/O thread validates a push under the schema it sees (StoreWorker::frame); if the
+    // schema changes before the worker applies it, that check no longer counts.
+    Fixture f;
+    Tablet& a = f.connect("enum-a", 1);
+    std::string v2 = f.schema_json;
+    const auto at = v2.find("\"version\": 1");
+    REQUIRE(at != std::string::npos);
+    v2.replace(at, 12, "\"version\": 2");
+    const auto code = v2.find("\"national_line\"");
+    REQUIRE(code != std::string::npos);
+    v2.replace(code, 15, "\"national_line_2014\"");
+    auto schema2 = p::Schema::load(v2);
+    REQUIRE_MESSAGE(schema2.ok(), (schema2.ok() ? "" : schema2.error().message));
+
+    // Hold the worker, so that the push is decoded and prepared under version 1 but applied
+    // after version 2 is in force.
+    std::mutex m;
+    std::condition_variable cv;
+    bool release = false;
+    f.worker->post(
+        [&](Store&, const p::Schema&) {
+            std::unique_lock lock(m);
+            cv.wait_for(lock, std::chrono::seconds(10), [&] { return release; });
+            return false;
+        },
+        [](const Status&) {});
+    f.worker->set_schema(std::move(*schema2));
+    p::Push push;
+    push.batch = 77;
+    push.items.push_back(p::PushItem{1, new_household(a, 1, village_a)});  // national_line
+    a.send(push);
+    {
+        std::lock_guard lock(m);
+        release = true;
+    }
+    cv.notify_all();
+    auto ack = a.next_as<p::PushAck>();
+    REQUIRE(ack.results.size() == 1);
+    CHECK_FALSE(ack.results[0].ok);
+    CHECK(ack.results[0].code == "validation_failed");
+    CHECK_MESSAGE(ack.results[0].reason.find("national_line") != std::string::npos,
+                  ack.results[0].reason);
+}
+
 TEST_CASE("Sync: the scope digest matches the device's own") {
     Fixture f;
     Tablet& a = f.connect("enum-a", 1);

@@ -134,9 +134,18 @@ private:
     void run();
     void run_group(std::vector<Item>& items);
 
+    /// Makes m_schema the one the I/O threads validate pushes under (frame()) and gives it the
+    /// next generation number (SyncContext::schema_generation). Worker thread.
+    void publish_schema();
+
     std::unique_ptr<Store> m_store;
     protocol::Schema m_schema;
     mutable std::mutex m_schema_mutex;
+    /// A copy of m_schema for frame(), with its generation; guarded by m_snapshot_mutex (the
+    /// worker holds m_schema_mutex during whole jobs, which an I/O thread must not wait for).
+    std::shared_ptr<const protocol::Schema> m_snapshot;
+    std::uint64_t m_snapshot_generation = 0;
+    std::mutex m_snapshot_mutex;
     Options m_options;
     protocol::HybridClock m_clock;
     protocol::ReplicaId m_server_replica;

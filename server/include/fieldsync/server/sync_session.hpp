@@ -54,6 +54,9 @@ struct SyncOutput {
     std::uint16_t close_code = 0;  ///< WebSocket close code (1000 normal, 1002, 1008, 1009 ...)
     std::string close_reason;
     bool wrote = false;  ///< this frame changed the store (the worker must commit)
+    /// The handled message (a push: the states of the records it created), handed on so that
+    /// whoever delivers this output frees it, off the store worker's thread. Never read.
+    std::optional<protocol::Message> retired;
 };
 
 /// Everything a session needs from the server, owned by the StoreWorker.
@@ -68,17 +71,33 @@ struct SyncContext {
     /// Areas (old and new) of records changed in the current group; the worker uses them to
     /// wake only the live sessions whose scope they touch, then clears them.
     std::vector<std::string> touched_areas;
+    /// Which schema `*schema` is: the StoreWorker counts its schemas from 1 and changes this
+    /// with the schema. A push prepared under the same number (PreparedPush::schema_generation)
+    /// is not validated again. 0: never trust a prepared validation.
+    std::uint64_t schema_generation = 0;
 };
 
 /// Work on one pushed item that needs neither the store nor the session, done before the push
 /// reaches the store worker (StoreWorker::frame, on an I/O thread): the canonical encoding of
-/// the pushed state and the audit summary it gets if it creates its record. The worker uses
-/// them only for a record it does not hold yet (then the stored state is the pushed one).
+/// the pushed state and the audit summary it gets if it creates its record, which the worker
+/// uses only for a record it does not hold yet (then the stored state is the pushed one); and,
+/// when a schema was given, the pushed state's validation and area under that schema.
 struct PreparedItem {
     protocol::Bytes encoded;
     std::string created_summary;
+    /// Schema::validate_record, then Schema::area_of, of the pushed state: the first error's
+    /// message (empty when both passed) ...
+    std::string invalid;
+    /// ... and the area (when both passed). Meaningful only when PreparedPush::schema_generation
+    /// is not 0.
+    std::string area;
 };
-using PreparedPush = std::vector<PreparedItem>;
+struct PreparedPush {
+    std::vector<PreparedItem> items;  ///< one per push item, or none
+    /// The SyncContext::schema_generation that `invalid` and `area` were computed under; 0 when
+    /// they were not computed.
+    std::uint64_t schema_generation = 0;
+};
 
 class SyncSession {
 public:
@@ -92,12 +111,16 @@ public:
     static protocol::Result<protocol::Message> decode(protocol::ByteView frame,
                                                       const SyncLimits& limits);
     /// Prepares a decoded push (see PreparedItem); empty for any other message and for a
-    /// push of more than `max_batch` items (refused anyway). No session state: any thread may
-    /// call it.
-    static PreparedPush prepare(const protocol::Message& message, std::size_t max_batch);
+    /// push of more than `max_batch` items (refused anyway). With a `schema` (not null), also
+    /// validates each pushed state under it and records `schema_generation`, the number the
+    /// worker gives that schema (SyncContext::schema_generation). No session state: any thread
+    /// may call it; `schema` must not change during the call.
+    static PreparedPush prepare(const protocol::Message& message, std::size_t max_batch,
+                                const protocol::Schema* schema = nullptr,
+                                std::uint64_t schema_generation = 0);
     /// Handles one decoded frame (or the error that decoding it gave), with prepare()'s result
-    /// for it (or nothing: the work is then done here). A push's records are moved out of
-    /// `message`.
+    /// for it (or nothing: the work is then done here). The message is handed back in
+    /// SyncOutput::retired, so that the thread that delivers the output frees it.
     SyncOutput handle(protocol::Result<protocol::Message>&& message, PreparedPush&& prepared = {});
     /// After a commit by anyone: if this session is live, the frames that bring it up to date
     /// (notify and revoke). Empty when there is nothing new in its scope.
@@ -121,8 +144,9 @@ private:
     SyncOutput on_push(protocol::Push& push, PreparedPush& prepared);
     /// One push item inside its savepoint: true when it changed the store, false for a replay,
     /// or the reason it was refused (internal = the store failed).
-    Result<bool> apply_item(protocol::PushItem& item, PreparedItem* prepared,
-                            const std::string& where, std::uint64_t now);
+    Result<bool> apply_item(const protocol::PushItem& item, PreparedItem* prepared,
+                            std::uint64_t prepared_generation, const std::string& where,
+                            std::uint64_t now);
     Status reconcile(const protocol::RecordState& joined, const std::string& area,
                      const std::string& by, std::uint64_t now);
     SyncOutput on_pull(const protocol::Pull& pull);
