@@ -52,7 +52,8 @@ std::string render_metrics(const WorkerStats& w, const NetCounters& n) {
     std::snprintf(seconds, sizeof seconds, "%.6f",
                   static_cast<double>(w.commit_us_total.load()) / 1e6);
     out +=
-        "# HELP fieldsync_store_commit_seconds_total Time spent in group commits.\n"
+        "# HELP fieldsync_store_commit_seconds_total Time the store worker spent in group "
+        "commits.\n"
         "# TYPE fieldsync_store_commit_seconds_total counter\n"
         "fieldsync_store_commit_seconds_total ";
     out += seconds;
@@ -66,6 +67,20 @@ std::string render_metrics(const WorkerStats& w, const NetCounters& n) {
         "fieldsync_store_busy_seconds_total ";
     out += seconds;
     out += '\n';
+    std::snprintf(seconds, sizeof seconds, "%.6f",
+                  static_cast<double>(w.sync_us_total.load()) / 1e6);
+    out +=
+        "# HELP fieldsync_store_sync_seconds_total Time the sync thread spent making committed "
+        "groups durable (fsync of the write-ahead log), overlapped with the next groups.\n"
+        "# TYPE fieldsync_store_sync_seconds_total counter\n"
+        "fieldsync_store_sync_seconds_total ";
+    out += seconds;
+    out += '\n';
+    metric(out, "fieldsync_store_syncs_total", "counter",
+           "Syncs of the write-ahead log (one may cover several groups).", w.syncs.load());
+    metric(out, "fieldsync_store_syncs_failed_total", "counter",
+           "Failed syncs (after one, the server refuses writes until restarted).",
+           w.syncs_failed.load());
     metric(out, "fieldsync_store_groups_total", "counter", "Group transactions run.",
            w.groups.load());
     metric(out, "fieldsync_store_jobs_total", "counter", "Frames and API jobs run.", w.jobs.load());

@@ -182,6 +182,9 @@ public:
         options.limits.max_page = c.max_page;
         options.limits.max_clock_ahead_ms = static_cast<std::uint64_t>(c.max_clock_ahead_ms);
         options.limits.token_lifetime_ms = c.sync_token_lifetime_ms;
+        options.on_sync_failure = [](const Error& e) {
+            log::error("store: ", e.message, " (every write is refused until the restart)");
+        };
         m_worker = std::make_unique<StoreWorker>(std::move(*store), std::move(*schema), options);
 
         m_pool = std::make_unique<WorkPool>(2);

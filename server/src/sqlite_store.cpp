@@ -33,11 +33,15 @@
 // write lock is taken up front and never upgraded); user savepoints are named fs_sp, the
 // store's own per-method savepoints fs_op. rollback() rolls everything back at once and dooms
 // the outer levels, whose writes then fail instead of silently autocommitting.
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/json.hpp>
 #include <cstdint>
 #include <limits>
@@ -340,6 +344,116 @@ Token read_token(const Stmt& q) {
     return t;
 }
 
+// --- Deferred sync -------------------------------------------------------------------------
+// With defer_sync(), the writer runs synchronous=NORMAL: a commit appends its frames to the
+// WAL without an fsync (checkpoints still sync the WAL before copying it, and the database
+// after). SqliteSyncer then fsyncs the WAL file through a descriptor of its own: on Linux,
+// fsync flushes the file, whichever descriptor wrote it. The WAL is a log with a checksum
+// chain, so what a crash keeps of unsynced commits is a prefix of whole commits.
+// Checkpoints move to the syncer's thread too: the writer's automatic checkpoint (at 1,000
+// pages of WAL, inside the COMMIT that crosses it, with two fsyncs) is replaced by a WAL hook
+// that only counts the pages; SqliteSyncer::checkpoint runs a PASSIVE checkpoint on a
+// connection of its own once the count reaches the same 1,000 pages. PASSIVE never blocks the
+// writer; the writer starts the log over once a checkpoint has copied all of it.
+constexpr int checkpoint_pages = 1000;
+
+std::string errno_text(int e) {
+    return std::error_code(e, std::generic_category()).message();
+}
+
+class SqliteSyncer final : public Syncer {
+public:
+    SqliteSyncer(std::string db, std::string wal, std::shared_ptr<std::atomic<int>> wal_pages)
+        : m_db(std::move(db)), m_wal(std::move(wal)), m_wal_pages(std::move(wal_pages)) {}
+    ~SqliteSyncer() override {
+        if (m_fd >= 0) ::close(m_fd);
+        if (m_checkpointer) sqlite3_close_v2(m_checkpointer);
+    }
+    SqliteSyncer(const SqliteSyncer&) = delete;
+    SqliteSyncer& operator=(const SqliteSyncer&) = delete;
+
+    Status sync() override {
+        // SQLite deletes the WAL only when the last connection closes; should it be made anew
+        // all the same, the descriptor must follow the name.
+        struct stat now {};
+        if (m_fd >= 0 &&
+            (::stat(m_wal.c_str(), &now) != 0 || now.st_ino != m_ino || now.st_dev != m_dev)) {
+            ::close(m_fd);
+            m_fd = -1;
+        }
+        if (m_fd < 0) {
+            const int fd = ::open(m_wal.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) return failure("cannot open", errno);
+            struct stat st {};
+            if (::fstat(fd, &st) != 0) {
+                const int e = errno;
+                ::close(fd);
+                return failure("cannot stat", e);
+            }
+            // The WAL's entry in its folder must be durable too (once per file).
+            const std::string dir = std::filesystem::path(m_wal).parent_path().string();
+            const int dfd =
+                ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (dfd < 0 || ::fsync(dfd) != 0) {
+                const int e = errno;
+                if (dfd >= 0) ::close(dfd);
+                ::close(fd);
+                return failure("cannot sync the folder of", e);
+            }
+            ::close(dfd);
+            m_fd = fd;
+            m_ino = st.st_ino;
+            m_dev = st.st_dev;
+        }
+        if (::fdatasync(m_fd) != 0) return failure("fsync failed for", errno);
+        return {};
+    }
+
+    Status checkpoint() override {
+        if (m_wal_pages->load() < checkpoint_pages) return {};
+        if (!m_checkpointer) {
+            sqlite3* db = nullptr;
+            const int rc = sqlite3_open_v2(m_db.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr);
+            if (rc != SQLITE_OK) {
+                std::string why = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+                sqlite3_close_v2(db);
+                return internal("checkpoint: cannot open " + m_db + ": " + why);
+            }
+            // A first read opens the WAL: until then the connection does not know it is in
+            // WAL mode, and a checkpoint does nothing.
+            if (sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr,
+                             nullptr) != SQLITE_OK) {
+                std::string why = sqlite3_errmsg(db);
+                sqlite3_close_v2(db);
+                return internal("checkpoint: cannot read " + m_db + ": " + why);
+            }
+            m_checkpointer = db;
+        }
+        int log = 0, done = 0;
+        const int rc = sqlite3_wal_checkpoint_v2(m_checkpointer, "main", SQLITE_CHECKPOINT_PASSIVE,
+                                                 &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            return internal("checkpoint of " + m_db + ": " + sqlite3_errmsg(m_checkpointer));
+        // Count again from what is left; the writer's next commit reports the true size.
+        if (rc == SQLITE_OK && log >= 0 && done >= 0) m_wal_pages->store(log - done);
+        return {};
+    }
+
+private:
+    Status failure(const char* what, int e) const {
+        return internal(std::string("sync: ") + what + " the write-ahead log " + m_wal + ": " +
+                        errno_text(e) + "; commits since the last sync may not be durable");
+    }
+
+    std::string m_db;
+    std::string m_wal;
+    std::shared_ptr<std::atomic<int>> m_wal_pages;  // set by the writer's WAL hook
+    int m_fd = -1;
+    ino_t m_ino = 0;
+    dev_t m_dev = 0;
+    sqlite3* m_checkpointer = nullptr;  // opened at the first checkpoint
+};
+
 // --- The store ----------------------------------------------------------------------------
 
 class SqliteStore final : public Store {
@@ -350,6 +464,7 @@ public:
     ~SqliteStore() override {
         // An open transaction is abandoned: nothing uncommitted survives a close.
         if (m_conn.in_transaction()) (void)m_conn.exec("close", "ROLLBACK");
+        if (m_conn.get()) sqlite3_wal_hook(m_conn.get(), nullptr, nullptr);  // see defer_sync
     }
 
     // --- Transactions
@@ -441,6 +556,34 @@ public:
             m_savepoints = 0;
             m_doomed = m_depth > 0;
         }
+    }
+
+    Result<std::unique_ptr<Syncer>> defer_sync() override {
+        if (m_read_only) return read_only_error("defer_sync");
+        if (m_conn.in_transaction())
+            return internal("defer_sync: a transaction is open; call it right after opening");
+        {
+            auto q = m_conn.cached("defer_sync", "PRAGMA journal_mode");
+            auto row = q.next();
+            if (!row) return row.error();
+            if (!*row || q.col_text(0) != "wal")
+                return internal("defer_sync: the database is not in WAL mode");
+        }
+        const char* main = sqlite3_db_filename(m_conn.get(), "main");
+        if (!main || !*main) return internal("defer_sync: the database has no file");
+        const char* wal = sqlite3_filename_wal(main);
+        if (!wal || !*wal) return internal("defer_sync: SQLite names no write-ahead log");
+        if (auto st = m_conn.exec("defer_sync", "PRAGMA synchronous = NORMAL"); !st)
+            return st.error();
+        // The hook replaces the automatic checkpoint (see "Deferred sync" above).
+        sqlite3_wal_hook(
+            m_conn.get(),
+            [](void* pages, sqlite3*, const char*, int n) {
+                static_cast<std::atomic<int>*>(pages)->store(n);
+                return SQLITE_OK;
+            },
+            m_wal_pages.get());
+        return std::unique_ptr<Syncer>(new SqliteSyncer(main, wal, m_wal_pages));
     }
 
     // --- Meta
@@ -1323,6 +1466,9 @@ private:
     // meta.last_seq as this transaction last wrote it; empty after any rollback or the end of
     // the transaction (then put_record reads meta).
     std::optional<std::uint64_t> m_seq;
+    // Pages in the WAL after the last commit, once syncs are deferred (defer_sync's hook);
+    // shared with the Syncer, which may outlive this store or die before it.
+    std::shared_ptr<std::atomic<int>> m_wal_pages = std::make_shared<std::atomic<int>>(0);
 };
 
 // --- Opening --------------------------------------------------------------------------------

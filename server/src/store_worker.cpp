@@ -33,6 +33,14 @@ StoreWorker::StoreWorker(std::unique_ptr<Store> writer, protocol::Schema schema,
     m_ctx.limits = m_options.limits;
     if (auto n = m_store->count_open_conflicts()) m_stats.open_conflicts = *n;
     publish_schema();
+    if (m_options.overlap_sync) {
+        // A store that cannot (or fails to) defer its syncs keeps durable commits: the replies
+        // are then delivered by the worker right after each commit.
+        if (auto syncer = m_store->defer_sync(); syncer && *syncer) {
+            m_syncer = std::move(*syncer);
+            m_sync_thread = std::thread([this] { run_sync_thread(); });
+        }
+    }
     m_thread = std::thread([this] { run(); });
 }
 
@@ -55,6 +63,13 @@ void StoreWorker::stop() {
     }
     m_cv.notify_all();
     if (m_thread.joinable()) m_thread.join();
+    // The worker has handed over its last group: the sync thread delivers it, then ends.
+    {
+        std::lock_guard lock(m_sync_mutex);
+        m_sync_stopping = true;
+    }
+    m_sync_cv.notify_all();
+    if (m_sync_thread.joinable()) m_sync_thread.join();
 }
 
 StoreWorker::SessionId StoreWorker::open_session(std::string peer, SendFn send) {
@@ -165,7 +180,7 @@ void StoreWorker::run() {
         for (auto& [id, o] : opening) {
             m_sessions.emplace(id,
                                SessionSlot{std::make_unique<SyncSession>(m_ctx, std::move(o.first)),
-                                           std::move(o.second)});
+                                           std::make_shared<Sink>(std::move(o.second))});
         }
         if (!items.empty()) {
             const auto t0 = std::chrono::steady_clock::now();
@@ -175,22 +190,24 @@ void StoreWorker::run() {
                                                std::chrono::steady_clock::now() - t0)
                                                .count());
         }
-        for (SessionId id : closing)
-            m_sessions.erase(id);
+        for (SessionId id : closing) {
+            auto it = m_sessions.find(id);
+            if (it == m_sessions.end()) continue;
+            it->second.sink->open = false;  // replies still waiting for a sync are dropped
+            m_sessions.erase(it);
+        }
     }
 }
 
 void StoreWorker::run_group(std::vector<Item>& items) {
-    struct Pending {
-        SessionId session = 0;
-        SyncOutput out;
-        Done done;
-        bool is_job = false;
-    };
-    std::vector<Pending> pending;
-    pending.reserve(items.size());
+    Handoff h;
+    h.deliveries.reserve(items.size());
     bool wrote = false;
-    Status begun = m_store->begin();
+    Status begun = m_sync_failed ? Status(Error{protocol::protocol_errc::internal,
+                                                "the store could not make earlier commits "
+                                                "durable; check the disk, then restart the "
+                                                "server"})
+                                 : m_store->begin();
     m_ctx.touched_areas.clear();
     m_changed_users.clear();
     for (auto& it : items) {
@@ -203,13 +220,13 @@ void StoreWorker::run_group(std::vector<Item>& items) {
                 out.close = true;
                 out.close_code = 1011;
                 out.close_reason = "store unavailable";
-                pending.push_back({it.session, std::move(out), {}, false});
+                h.deliveries.push_back({slot->second.sink, std::move(out), {}, {}});
                 continue;
             }
             SyncOutput out =
                 slot->second.session->handle(std::move(*it.message), std::move(it.prepared));
             wrote = wrote || out.wrote;
-            pending.push_back({it.session, std::move(out), {}, false});
+            h.deliveries.push_back({slot->second.sink, std::move(out), {}, {}});
         } else {
             bool job_wrote = false;
             if (begun) {
@@ -217,7 +234,7 @@ void StoreWorker::run_group(std::vector<Item>& items) {
                 job_wrote = it.job(*m_store, m_schema);
             }
             wrote = wrote || job_wrote;
-            pending.push_back({0, {}, std::move(it.done), true});
+            h.deliveries.push_back({nullptr, {}, std::move(it.done), {}});
         }
     }
     Status committed = begun;
@@ -234,22 +251,17 @@ void StoreWorker::run_group(std::vector<Item>& items) {
         }
     }
     m_stats.groups++;
-    for (auto& p : pending) {
-        if (p.is_job) {
-            if (p.done) p.done(committed);
-            continue;
-        }
-        auto slot = m_sessions.find(p.session);
-        if (slot == m_sessions.end()) continue;
-        if (!committed && p.out.wrote) {
+    h.wrote = wrote && committed;
+    for (auto& d : h.deliveries) {
+        if (!d.sink) {
+            d.status = committed;
+        } else if (!committed && d.out.wrote) {
             // Never acknowledge what did not become durable.
             SyncOutput out;
             out.close = true;
             out.close_code = 1011;
             out.close_reason = "commit failed: " + committed.error().message;
-            slot->second.send(std::move(out));
-        } else {
-            slot->second.send(std::move(p.out));
+            d.out = std::move(out);
         }
     }
     if (committed && !m_changed_users.empty()) {
@@ -261,7 +273,8 @@ void StoreWorker::run_group(std::vector<Item>& items) {
                 m_changed_users.end())
                 continue;
             SyncOutput out = s.recheck_user();
-            if (!out.frames.empty() || out.close) slot.send(std::move(out));
+            if (!out.frames.empty() || out.close)
+                h.deliveries.push_back({slot.sink, std::move(out), {}, {}});
         }
     }
     m_changed_users.clear();
@@ -285,10 +298,85 @@ void StoreWorker::run_group(std::vector<Item>& items) {
             }
             if (!touched) continue;
             SyncOutput out = s.catch_up();
-            if (!out.frames.empty()) slot.send(std::move(out));
+            if (!out.frames.empty()) h.deliveries.push_back({slot.sink, std::move(out), {}, {}});
         }
     }
     m_ctx.touched_areas.clear();
+    finish_group(std::move(h));
+}
+
+void StoreWorker::finish_group(Handoff h) {
+    if (!m_syncer) {
+        deliver(h, Status{});  // the commit was durable when it returned
+        return;
+    }
+    {
+        std::lock_guard lock(m_sync_mutex);
+        m_sync_queue.push_back(std::move(h));
+    }
+    m_sync_cv.notify_one();
+}
+
+void StoreWorker::deliver(Handoff& h, const Status& synced) {
+    for (auto& d : h.deliveries) {
+        if (!d.sink) {
+            if (d.done) d.done(synced ? d.status : synced);
+            continue;
+        }
+        if (!d.sink->open) continue;
+        if (!synced) {
+            SyncOutput out;
+            out.close = true;
+            out.close_code = 1011;
+            out.close_reason = "store unavailable: " + synced.error().message;
+            d.sink->send(std::move(out));
+        } else {
+            d.sink->send(std::move(d.out));
+        }
+    }
+}
+
+void StoreWorker::run_sync_thread() {
+    for (;;) {
+        std::deque<Handoff> batch;
+        Status synced;  // ok, or the failure of this or an earlier sync
+        {
+            std::unique_lock lock(m_sync_mutex);
+            m_sync_cv.wait(lock, [&] { return m_sync_stopping || !m_sync_queue.empty(); });
+            if (m_sync_queue.empty()) return;  // stopping, and everything delivered
+            batch.swap(m_sync_queue);
+            synced = m_sync_failure;
+        }
+        // One fsync covers every group in the batch: all of them committed before it starts.
+        const bool wrote =
+            std::any_of(batch.begin(), batch.end(), [](const Handoff& h) { return h.wrote; });
+        if (synced && wrote) {
+            const auto t0 = std::chrono::steady_clock::now();
+            Status st = m_options.before_sync ? m_options.before_sync() : Status{};
+            if (st) st = m_syncer->sync();
+            m_stats.sync_us_total +=
+                static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                               std::chrono::steady_clock::now() - t0)
+                                               .count());
+            m_stats.syncs++;
+            if (!st) {
+                if (m_options.on_sync_failure) m_options.on_sync_failure(st.error());
+                m_stats.syncs_failed++;
+                synced = Error{protocol::protocol_errc::internal,
+                               st.error().message +
+                                   "; nothing since is acknowledged: check the disk, then "
+                                   "restart the server"};
+                m_sync_failed = true;
+                std::lock_guard lock(m_sync_mutex);
+                m_sync_failure = synced;
+            }
+        }
+        for (auto& h : batch)
+            deliver(h, synced);
+        // After the replies: a checkpoint delays no one. Its failure loses nothing (the log
+        // keeps the data, and the next round tries again).
+        if (synced && wrote) (void)m_syncer->checkpoint();
+    }
 }
 
 }  // namespace fieldsync::server

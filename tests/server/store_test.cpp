@@ -16,6 +16,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fieldsync/protocol/schema.hpp"
@@ -708,6 +709,57 @@ TEST_CASE_TEMPLATE("Store: purge_tombstones deletes old tombstones and raises pu
 }
 
 // --- Transactions -------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("Store: deferred sync: commits return, the syncer makes them durable", F,
+                   FIELDSYNC_STORE_FACTORIES) {
+    StoreFixture<F> fx;
+    Store& s = fx.s();
+    {
+        ok(s.begin());
+        auto inside = s.defer_sync();
+        CHECK_FALSE(inside.ok());  // only outside a transaction
+        s.rollback();
+    }
+    CHECK_FALSE(fx.reader()->defer_sync().ok());  // a reader has nothing to sync
+    auto syncer = ok(s.defer_sync());
+    REQUIRE(syncer);
+    ok(s.begin());
+    const auto seq = put(s, rw("households", 1, "ordos/a"));
+    ok(s.commit());
+    ok(syncer->sync());
+    ok(syncer->sync());  // nothing new: still fine
+    // Another thread syncs while this one writes (the store worker's pattern).
+    std::thread t([&] {
+        for (int i = 0; i < 20; ++i)
+            CHECK(syncer->sync().ok());
+    });
+    for (std::uint32_t i = 2; i < 40; ++i) {
+        ok(s.begin());
+        put(s, rw("households", i, "ordos/a"));
+        ok(s.commit());
+    }
+    t.join();
+    ok(syncer->sync());
+
+    // The writer no longer checkpoints by itself: the syncer does, once the log is long.
+    const fs::path db = fx.dir.path() / "store.db";
+    const auto size_before = fs::file_size(db);
+    std::uint32_t n = 40;
+    for (int i = 0; i < 400; ++i, ++n) {
+        ok(s.begin());
+        put(s, rw("households", n, "ordos/a"));
+        ok(s.commit());
+    }
+    CHECK(fs::file_size(db) == size_before);  // everything is still in the log
+    ok(syncer->sync());
+    ok(syncer->checkpoint());
+    CHECK(fs::file_size(db) > size_before);
+
+    syncer.reset();
+    fx.reopen();
+    CHECK(ok(fx.s().get_record("households", rid(1)))->seq == seq);
+    CHECK(ok(fx.s().last_seq()) == seq + 38 + 400);
+}
 
 TEST_CASE_TEMPLATE("Store: a rolled-back savepoint leaves nothing behind", F,
                    FIELDSYNC_STORE_FACTORIES) {

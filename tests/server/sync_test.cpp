@@ -99,6 +99,13 @@ struct Tablet {
         REQUIRE(std::holds_alternative<T>(msg));
         return std::get<T>(std::move(msg));
     }
+    // Waits (bounded) until the server closed this session; returns its close code.
+    std::uint16_t wait_closed() {
+        std::unique_lock lock(m);
+        const bool got = cv.wait_for(lock, std::chrono::seconds(10), [&] { return closed; });
+        REQUIRE_MESSAGE(got, "the session was not closed within 10 s");
+        return close_code;
+    }
     bool idle_for(int ms) {
         std::unique_lock lock(m);
         return !cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return !inbox.empty(); });
@@ -183,6 +190,14 @@ public:
         StoreWorker::Options opt;
         opt.now_ms = [this] { return now.load(); };
         opt.limits.max_page = 50;
+        opt.before_sync = [this] {
+            std::function<Status()> hook;
+            {
+                std::lock_guard lock(hook_mutex);
+                hook = before_sync;
+            }
+            return hook ? hook() : Status{};
+        };
         worker = std::make_unique<StoreWorker>(std::move(*store), std::move(*schema), opt);
     }
     ~Fixture() {
@@ -227,8 +242,16 @@ public:
         }));
     }
 
+    // Runs on the worker's sync thread before each fsync (set_before_sync).
+    void set_before_sync(std::function<Status()> hook) {
+        std::lock_guard lock(hook_mutex);
+        before_sync = std::move(hook);
+    }
+
     fs::path dir;
     std::string schema_json;
+    std::mutex hook_mutex;
+    std::function<Status()> before_sync;  // guarded by hook_mutex
     std::atomic<std::uint64_t> now{t0};
     std::unique_ptr<StoreWorker> worker;
     std::vector<std::unique_ptr<Tablet>> devices;
@@ -629,6 +652,84 @@ TEST_CASE("Sync: a push validated before a schema change is validated again unde
     CHECK(ack.results[0].code == "validation_failed");
     CHECK_MESSAGE(ack.results[0].reason.find("national_line") != std::string::npos,
                   ack.results[0].reason);
+}
+
+TEST_CASE("Sync: replies wait for the sync that makes the group durable") {
+    // The commit returns before the fsync (Store::defer_sync); the sync thread fsyncs, then
+    // delivers. Hold the sync: neither the pusher's ack nor another device's pull of the new
+    // record may leave before it.
+    Fixture f;
+    Tablet& a = f.connect("enum-a", 1);
+    Tablet& b = f.connect("enum-a2", 2);
+    std::mutex m;
+    std::condition_variable cv;
+    bool release = false;
+    int held = 0;
+    f.set_before_sync([&]() -> Status {
+        std::unique_lock lock(m);
+        ++held;
+        cv.notify_all();
+        cv.wait_for(lock, std::chrono::seconds(10), [&] { return release; });
+        return {};
+    });
+    p::Push push;
+    push.batch = 5;
+    push.items.push_back(p::PushItem{1, new_household(a, 1, village_a)});
+    a.send(push);
+    {
+        std::unique_lock lock(m);
+        REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return held > 0; }));
+    }
+    b.send(p::Pull{0, 100});  // runs on the worker meanwhile: it sees the committed record
+    CHECK(a.idle_for(300));
+    CHECK(b.idle_for(100));
+    {
+        std::lock_guard lock(m);
+        release = true;
+    }
+    cv.notify_all();
+    auto ack = a.next_as<p::PushAck>();
+    REQUIRE(ack.results.size() == 1);
+    CHECK(ack.results[0].ok);
+    auto changes = b.next_as<p::Changes>();
+    REQUIRE(changes.items.size() == 1);
+    CHECK(changes.cursor == ack.cursor);
+    f.set_before_sync(nullptr);
+    CHECK(f.worker->stats().syncs.load() >= 1);
+    CHECK(f.worker->stats().syncs_failed.load() == 0);
+}
+
+TEST_CASE("Sync: a failed sync acknowledges nothing, and every later write is refused") {
+    Fixture f;
+    Tablet& a = f.connect("enum-a", 1);
+    f.set_before_sync([] {
+        return Status(Error{p::protocol_errc::internal, "injected: the disk went away"});
+    });
+    p::Push push;
+    push.batch = 5;
+    push.items.push_back(p::PushItem{1, new_household(a, 1, village_a)});
+    a.send(push);
+    CHECK(a.wait_closed() == 1011);
+    {
+        std::lock_guard lock(a.m);
+        for (const auto& msg : a.inbox)
+            CHECK_FALSE(std::holds_alternative<p::PushAck>(msg));
+    }
+    CHECK(f.worker->stats().syncs_failed.load() == 1);
+    // The worker now refuses every group, even after the disk came back: restart the server.
+    f.set_before_sync(nullptr);
+    Tablet& b = f.device("enum-a2", 2);
+    p::Hello h;
+    h.device = b.device_id;
+    h.replica = b.replica;
+    h.app = "sync_test/1";
+    h.auth = p::PasswordAuth{b.user, "enum-a2-password"};
+    h.clock = t0;
+    b.send(h);
+    CHECK(b.wait_closed() == 1011);
+    Status job = f.worker->run_sync([](Store&, const p::Schema&) { return false; });
+    REQUIRE_FALSE(job.ok());
+    CHECK(job.error().message.find("restart the server") != std::string::npos);
 }
 
 TEST_CASE("Sync: the scope digest matches the device's own") {

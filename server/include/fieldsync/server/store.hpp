@@ -191,6 +191,24 @@ struct RecordQuery {
     std::size_t limit = 100;
 };
 
+/// Makes a store's commits durable from a thread other than the committing one, so that the
+/// store's thread can run its next transaction while the disk syncs (Store::defer_sync).
+class Syncer {
+public:
+    virtual ~Syncer() = default;
+    /// Blocks until every transaction the store committed before the call is durable (it
+    /// survives power loss). Failure (internal, naming the file and the system's reason): no
+    /// commit since the last successful sync may be taken as durable, and the caller must
+    /// stop acknowledging writes (after a failed fsync the kernel may have dropped the data).
+    /// \note One thread at a time; it may run while the store's own thread uses the store.
+    virtual Status sync() = 0;
+    /// Housekeeping that the store's own thread no longer does once its syncs are deferred
+    /// (SQLite: moving the write-ahead log into the database file once the log has grown).
+    /// Call it after sync(), from the same thread, when no reply waits for it. Failure
+    /// (internal) loses nothing: the work is tried again at the next call.
+    virtual Status checkpoint() { return {}; }
+};
+
 class Store {
 public:
     virtual ~Store() = default;
@@ -222,6 +240,15 @@ public:
     virtual Status release_savepoint() = 0;
     /// Undoes the innermost savepoint's writes and ends it. No-op without a savepoint.
     virtual void rollback_savepoint() noexcept = 0;
+    /// Switches this writer to commits that return before they are durable, and returns the
+    /// Syncer that makes them durable. From then on, a commit() that returned may still vanish
+    /// on power loss until a later Syncer::sync() returned; it vanishes whole, and with every
+    /// commit after it, never partly. Whoever calls this must sync before acknowledging a
+    /// commit, and before showing a device anything a commit wrote (a lost change's sequence
+    /// number would be given out again). Returns nullptr when the store cannot do this (its
+    /// commits stay durable when they return); fails (internal) inside a transaction or on a
+    /// reader. Call it once, right after opening, on the store's thread.
+    virtual Result<std::unique_ptr<Syncer>> defer_sync() { return std::unique_ptr<Syncer>(); }
 
     // --- Meta
     /// The server's own replica id (made at first open, kept forever).

@@ -3,17 +3,26 @@
 //
 // Group commit: the thread takes every job queued since it last looked (up to
 // `max_group`), runs them inside one transaction (each push item in its own savepoint), commits
-// once (synchronous=FULL), and only then delivers the replies. N concurrent pushes cost one
-// fsync instead of N, and no acknowledgement leaves before its data is durable. If the commit
-// fails, every reply of the group is replaced by an `internal` error, so nothing un-durable is
-// ever acknowledged.
+// once, and only then delivers the replies. N concurrent pushes cost one fsync instead of N,
+// and no acknowledgement leaves before its data is durable. If the commit fails, every reply of
+// the group is replaced by an `internal` error, so nothing un-durable is ever acknowledged.
+//
+// Overlapped sync (when the store offers Store::defer_sync, as SQLite does): the commit
+// returns before the fsync, and a second thread, the sync thread, fsyncs and then delivers the
+// group's replies, while the worker already runs the next group. Groups are delivered in the
+// order they committed; a group is delivered only after an fsync that began after its commit
+// (one fsync covers every group committed before it), so no reply, not even a pull or a
+// notify, shows a device anything that a power loss could still take back (its sequence
+// number could be given out again). A failed fsync is final: the groups waiting for it and
+// every later one get errors instead of replies, the worker refuses further groups, and the
+// server must be restarted (SQLite then keeps a prefix of whole commits).
 //
 // After a group that wrote, live sessions whose scope the changes touched are caught up
-// (notify/revoke frames), on the same thread.
+// (notify/revoke frames), on the worker thread; their frames go out with the group's replies.
 //
 // Threading: every public member is thread-safe. Callbacks (`SendFn`, job completions) run on
-// the worker thread and must not block: the network layer posts them to the connection's
-// strand. The store is never touched by I/O threads.
+// the sync thread (the worker thread without overlapped sync) and must not block: the network
+// layer posts them to the connection's strand. The store is never touched by I/O threads.
 #pragma once
 
 #include <atomic>
@@ -47,6 +56,10 @@ struct WorkerStats {
     std::atomic<std::uint64_t> items_rejected{0};
     std::atomic<std::uint64_t> merges{0};  ///< items that changed a stored record
     std::atomic<std::uint64_t> commit_us_total{0};
+    /// Overlapped sync: fsyncs of the write-ahead log, and the sync thread's time in them.
+    std::atomic<std::uint64_t> syncs{0};
+    std::atomic<std::uint64_t> sync_us_total{0};
+    std::atomic<std::uint64_t> syncs_failed{0};
     /// Time the worker spent running groups (handling, commit, replies): busy, not waiting.
     std::atomic<std::uint64_t> busy_us_total{0};
     std::atomic<std::uint64_t> queue_depth{0};
@@ -68,6 +81,12 @@ public:
         std::size_t max_group = 256;
         SyncLimits limits;
         std::function<std::uint64_t()> now_ms;  ///< defaults to the system clock
+        /// Overlap each group's fsync with the next group (see above) when the store can.
+        bool overlap_sync = true;
+        /// Tests: runs on the sync thread before each fsync; an error counts as the fsync's.
+        std::function<Status()> before_sync;
+        /// Told (on the sync thread, once) when a sync failed: the server logs it.
+        std::function<void(const Error&)> on_sync_failure;
     };
 
     /// Takes the writer store and the current schema; starts the thread.
@@ -95,7 +114,8 @@ public:
     /// The schema in force (a copy). \note Thread-safe.
     protocol::Schema schema() const;
 
-    /// Finishes every queued job, commits, and joins the thread. Idempotent.
+    /// Finishes every queued job, commits, delivers every reply, and joins the threads.
+    /// Idempotent.
     void stop();
 
     // --- For jobs, on the worker thread only ------------------------------------------------
@@ -126,13 +146,37 @@ private:
         Job job;
         Done done;
     };
+    /// Where a session's output goes; shared with the sync thread, which skips it once the
+    /// session closed.
+    struct Sink {
+        explicit Sink(SendFn fn) : send(std::move(fn)) {}
+        SendFn send;
+        std::atomic<bool> open{true};
+    };
     struct SessionSlot {
         std::unique_ptr<SyncSession> session;
-        SendFn send;
+        std::shared_ptr<Sink> sink;
+    };
+    /// One reply of a group: a session's output, or a job's completion and status.
+    struct Delivery {
+        std::shared_ptr<Sink> sink;
+        SyncOutput out;
+        Done done;
+        Status status;
+    };
+    /// A committed group's replies, waiting for the sync that makes the group durable.
+    struct Handoff {
+        std::vector<Delivery> deliveries;
+        bool wrote = false;  ///< the group committed writes (needs an fsync)
     };
 
     void run();
     void run_group(std::vector<Item>& items);
+    /// Delivers `h` now, or hands it to the sync thread. Worker thread.
+    void finish_group(Handoff h);
+    /// Sends a group's replies when `synced` is ok; else errors instead (the sync failed).
+    static void deliver(Handoff& h, const Status& synced);
+    void run_sync_thread();
 
     /// Makes m_schema the one the I/O threads validate pushes under (frame()) and gives it the
     /// next generation number (SyncContext::schema_generation). Worker thread.
@@ -163,6 +207,17 @@ private:
     SessionId m_next_id = 1;           // guarded by m_mutex
     bool m_stopping = false;           // guarded by m_mutex
     std::thread m_thread;
+
+    // Overlapped sync (null m_syncer: commits are durable when they return).
+    std::unique_ptr<Syncer> m_syncer;
+    std::mutex m_sync_mutex;
+    std::condition_variable m_sync_cv;
+    std::deque<Handoff> m_sync_queue;  // guarded by m_sync_mutex
+    bool m_sync_stopping = false;      // guarded by m_sync_mutex
+    /// Set by the sync thread when an fsync failed; the worker then refuses every group.
+    std::atomic<bool> m_sync_failed{false};
+    Status m_sync_failure;  // guarded by m_sync_mutex
+    std::thread m_sync_thread;
 };
 
 }  // namespace fieldsync::server
