@@ -7,6 +7,8 @@
 // fsyncs the WAL at every commit, and the sync protocol acknowledges a push only after its
 // commit returned. The server groups many pushes into one transaction, so this costs one fsync
 // per group, not per item.
+// The server's writer defers that fsync to another thread instead (defer_sync, "Deferred sync"
+// below): synchronous=NORMAL, and the store worker delivers no reply before its group is synced.
 //
 // Schema migrations: meta('schema_migration') holds the version applied; `migrations` below
 // lists every step, in order, each a SQL script. The writer applies the missing steps at open,
