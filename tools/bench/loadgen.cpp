@@ -875,6 +875,11 @@ void scenario_ingest(const Options& o, std::size_t count) {
              100.0 * delta("fieldsync_store_busy_seconds_total") / run_s, "%");
         emit(tag + ": of which in COMMIT (share of the run)",
              100.0 * delta("fieldsync_store_commit_seconds_total") / run_s, "%");
+        // The fsyncs run on the sync thread, overlapped with the worker's next groups.
+        const double syncs = delta("fieldsync_store_syncs_total");
+        emit(tag + ": sync thread in fsync (share of the run)",
+             100.0 * delta("fieldsync_store_sync_seconds_total") / run_s, "%");
+        if (syncs > 0) emit(tag + ": groups per fsync", groups / syncs, "groups");
     }
     close_tablets(io, tablets);
     server.stop();
