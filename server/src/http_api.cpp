@@ -4,13 +4,14 @@
 //   1. handle() (any thread): body limit (413), target parsing, route lookup (404/405), and for
 //      JSON routes the body's syntax (400 with the parser's position). Nothing here touches the
 //      store; an error found here is still delivered through a (no-op) worker job, so `done`
-//      always runs on the worker thread.
+//      always runs where the worker delivers its replies (its sync thread: store_worker.hpp).
 //   2. A job on the StoreWorker: authenticate the bearer token (401), check the role (403), run
 //      the handler. A handler that writes runs inside its own savepoint: it makes every check
 //      first, and if it fails anyway (an ApiError or a store error) the savepoint is rolled back,
 //      so a failed request writes nothing even though it shares the group transaction.
-//   3. Done (after the group's commit): the response goes to `done`. If the commit failed, a
-//      request that wrote gets 500 instead (nothing un-durable is acknowledged).
+//   3. Done (after the group's commit and its sync): the response goes to `done`. If the commit
+//      or the sync failed, every request of the group gets 500 instead: nothing un-durable is
+//      acknowledged, and a read may have seen the group's own writes.
 //
 // Expensive work (PBKDF2 for logins and passwords) is not done inside a job: a handler that
 // needs it returns NeedWork; the work runs through ApiOptions::offload, and the job is then
@@ -637,14 +638,10 @@ bool HttpApi::Impl::execute(Call& call, Store& store, const p::Schema& schema) {
 void HttpApi::Impl::finish(const std::shared_ptr<Call>& call,
                            std::function<void(HttpResponse)> done, const Status& committed) {
     if (!committed) {
-        if (call->ran && !call->wrote && call->outcome &&
-            std::holds_alternative<HttpResponse>(*call->outcome)) {
-            done(std::get<HttpResponse>(std::move(*call->outcome)));  // read-only: still valid
-        } else {
-            done(error_reply(
-                api::internal_error("the server's store failed to commit; nothing was changed: " +
-                                    committed.error().message)));
-        }
+        // Not even a read is answered: it may have seen the group's own writes, rolled back or
+        // not durable. The worker's message says what happened to them.
+        done(error_reply(
+            api::internal_error("the server's store failed: " + committed.error().message)));
         return;
     }
     if (!call->outcome) {
@@ -667,7 +664,7 @@ void HttpApi::Impl::finish(const std::shared_ptr<Call>& call,
             try {
                 call->work_result = work.work();
             } catch (const std::exception& e) {
-                // Failure of the random source or of OpenSSL: answer on the worker thread.
+                // Failure of the random source or of OpenSSL: answer through the worker.
                 self->deliver(error_reply(api::internal_error(
                                   std::string("password hashing failed: ") + e.what())),
                               std::move(done));
@@ -1807,7 +1804,15 @@ public:
                 }
                 return false;
             },
-            [chunk, done = std::move(done)](const Status&) { done(std::move(*chunk)); });
+            [self, chunk, done = std::move(done)](const Status& st) {
+                // A chunk read in a group that failed to commit or to sync is not sent: the
+                // export ends there, as it does after any other store failure.
+                if (!st) {
+                    *chunk = std::nullopt;
+                    self->m_finished = true;
+                }
+                done(std::move(*chunk));
+            });
     }
 
 private:

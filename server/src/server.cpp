@@ -287,8 +287,9 @@ public:
         //      are not forwarded; the devices send them again later).
         m_net->drain();
         // 3. Finish in-flight commits. Offloaded work (password hashing) hands its result to
-        //    the worker first; then the worker commits everything queued and delivers every
-        //    reply to the connections' strands.
+        //    the worker first; then the worker commits everything queued, its sync thread
+        //    delivers every reply to the connections' strands, and the worker runs whatever
+        //    those replies posted (an API call's second round) before it stops.
         m_pool->stop();
         m_worker->stop();
         // 4-5. WebSockets close with 1001 after their queued replies; wait up to the grace

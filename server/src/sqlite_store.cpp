@@ -354,7 +354,8 @@ Token read_token(const Stmt& q) {
 // chain, so what a crash keeps of unsynced commits is a prefix of whole commits.
 // Checkpoints move to the syncer's thread too: the writer's automatic checkpoint (at 1,000
 // pages of WAL, inside the COMMIT that crosses it, with two fsyncs) is replaced by a WAL hook
-// that only counts the pages; SqliteSyncer::checkpoint runs a PASSIVE checkpoint on a
+// that only counts the pages and the commits (a sync with no commit since the last one does
+// nothing); SqliteSyncer::checkpoint runs a PASSIVE checkpoint on a
 // connection of its own once the count reaches the same 1,000 pages. PASSIVE never blocks the
 // writer; the writer starts the log over once a checkpoint has copied all of it.
 constexpr int checkpoint_pages = 1000;
@@ -363,10 +364,23 @@ std::string errno_text(int e) {
     return std::error_code(e, std::generic_category()).message();
 }
 
+/// What the writer's WAL hook tells the syncer; shared, as either may outlive the other.
+struct WalCounters {
+    std::atomic<int> pages{0};              ///< pages in the WAL after the last commit
+    std::atomic<std::uint64_t> commits{0};  ///< commits that wrote to the WAL
+};
+
+int wal_hook(void* counters, sqlite3*, const char*, int pages) {
+    auto* c = static_cast<WalCounters*>(counters);
+    c->pages.store(pages);
+    c->commits.fetch_add(1);
+    return SQLITE_OK;
+}
+
 class SqliteSyncer final : public Syncer {
 public:
-    SqliteSyncer(std::string db, std::string wal, std::shared_ptr<std::atomic<int>> wal_pages)
-        : m_db(std::move(db)), m_wal(std::move(wal)), m_wal_pages(std::move(wal_pages)) {}
+    SqliteSyncer(std::string db, std::string wal, std::shared_ptr<WalCounters> counters)
+        : m_db(std::move(db)), m_wal(std::move(wal)), m_counters(std::move(counters)) {}
     ~SqliteSyncer() override {
         if (m_fd >= 0) ::close(m_fd);
         if (m_checkpointer) sqlite3_close_v2(m_checkpointer);
@@ -374,7 +388,11 @@ public:
     SqliteSyncer(const SqliteSyncer&) = delete;
     SqliteSyncer& operator=(const SqliteSyncer&) = delete;
 
-    Status sync() override {
+    Result<bool> sync() override {
+        // The hook counts every commit that wrote (it runs inside COMMIT, on the writer's
+        // thread, before the writer hands the group over): none since the last sync, no fsync.
+        const std::uint64_t commits = m_counters->commits.load();
+        if (commits == m_synced_commits) return false;
         // SQLite deletes the WAL only when the last connection closes; should it be made anew
         // all the same, the descriptor must follow the name.
         struct stat now {};
@@ -407,12 +425,18 @@ public:
             m_ino = st.st_ino;
             m_dev = st.st_dev;
         }
+#ifdef __APPLE__
+        // A plain fsync does not flush the drive's cache there (what PRAGMA fullfsync is for).
+        if (::fcntl(m_fd, F_FULLFSYNC) != 0) return failure("fsync failed for", errno);
+#else
         if (::fdatasync(m_fd) != 0) return failure("fsync failed for", errno);
-        return {};
+#endif
+        m_synced_commits = commits;
+        return true;
     }
 
     Status checkpoint() override {
-        if (m_wal_pages->load() < checkpoint_pages) return {};
+        if (m_counters->pages.load() < checkpoint_pages) return {};
         if (!m_checkpointer) {
             sqlite3* db = nullptr;
             const int rc = sqlite3_open_v2(m_db.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr);
@@ -422,9 +446,11 @@ public:
                 return internal("checkpoint: cannot open " + m_db + ": " + why);
             }
             // A first read opens the WAL: until then the connection does not know it is in
-            // WAL mode, and a checkpoint does nothing.
-            if (sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr,
-                             nullptr) != SQLITE_OK) {
+            // WAL mode, and a checkpoint does nothing. fullfsync: as the writer (macOS).
+            if (sqlite3_exec(db,
+                             "PRAGMA fullfsync = ON; PRAGMA checkpoint_fullfsync = ON; "
+                             "SELECT count(*) FROM sqlite_schema",
+                             nullptr, nullptr, nullptr) != SQLITE_OK) {
                 std::string why = sqlite3_errmsg(db);
                 sqlite3_close_v2(db);
                 return internal("checkpoint: cannot read " + m_db + ": " + why);
@@ -437,19 +463,20 @@ public:
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             return internal("checkpoint of " + m_db + ": " + sqlite3_errmsg(m_checkpointer));
         // Count again from what is left; the writer's next commit reports the true size.
-        if (rc == SQLITE_OK && log >= 0 && done >= 0) m_wal_pages->store(log - done);
+        if (rc == SQLITE_OK && log >= 0 && done >= 0) m_counters->pages.store(log - done);
         return {};
     }
 
 private:
-    Status failure(const char* what, int e) const {
+    Error failure(const char* what, int e) const {
         return internal(std::string("sync: ") + what + " the write-ahead log " + m_wal + ": " +
                         errno_text(e) + "; commits since the last sync may not be durable");
     }
 
     std::string m_db;
     std::string m_wal;
-    std::shared_ptr<std::atomic<int>> m_wal_pages;  // set by the writer's WAL hook
+    std::shared_ptr<WalCounters> m_counters;  // set by the writer's WAL hook
+    std::uint64_t m_synced_commits = 0;       // m_counters->commits at the last fsync
     int m_fd = -1;
     ino_t m_ino = 0;
     dev_t m_dev = 0;
@@ -578,14 +605,8 @@ public:
         if (auto st = m_conn.exec("defer_sync", "PRAGMA synchronous = NORMAL"); !st)
             return st.error();
         // The hook replaces the automatic checkpoint (see "Deferred sync" above).
-        sqlite3_wal_hook(
-            m_conn.get(),
-            [](void* pages, sqlite3*, const char*, int n) {
-                static_cast<std::atomic<int>*>(pages)->store(n);
-                return SQLITE_OK;
-            },
-            m_wal_pages.get());
-        return std::unique_ptr<Syncer>(new SqliteSyncer(main, wal, m_wal_pages));
+        sqlite3_wal_hook(m_conn.get(), wal_hook, m_wal.get());
+        return std::unique_ptr<Syncer>(new SqliteSyncer(main, wal, m_wal));
     }
 
     // --- Meta
@@ -1311,8 +1332,8 @@ public:
 
 private:
     // Makes one method's statements atomic: its own transaction when none is open (BEGIN
-    // IMMEDIATE ... COMMIT: a durable commit of its own), else a savepoint inside the caller's.
-    // Destroyed without release(): everything it did is undone.
+    // IMMEDIATE ... COMMIT: a commit of its own, durable as every commit is), else a savepoint
+    // inside the caller's. Destroyed without release(): everything it did is undone.
     class OpScope {
     public:
         OpScope(SqliteStore& store, std::string_view op) : m_store(store), m_op(op) {
@@ -1468,9 +1489,9 @@ private:
     // meta.last_seq as this transaction last wrote it; empty after any rollback or the end of
     // the transaction (then put_record reads meta).
     std::optional<std::uint64_t> m_seq;
-    // Pages in the WAL after the last commit, once syncs are deferred (defer_sync's hook);
-    // shared with the Syncer, which may outlive this store or die before it.
-    std::shared_ptr<std::atomic<int>> m_wal_pages = std::make_shared<std::atomic<int>>(0);
+    // Counted by defer_sync's WAL hook; shared with the Syncer, which may outlive this store
+    // or die before it.
+    std::shared_ptr<WalCounters> m_wal = std::make_shared<WalCounters>();
 };
 
 // --- Opening --------------------------------------------------------------------------------

@@ -165,8 +165,11 @@ void StoreWorker::run() {
         std::vector<SessionId> closing;
         {
             std::unique_lock lock(m_mutex);
+            // Stopping, the worker still waits for the groups the sync thread has not delivered:
+            // their completions may post jobs (an API call's second round, a schema change).
             m_cv.wait(lock, [&] {
-                return m_stopping || !m_queue.empty() || !m_opening.empty() || !m_closing.empty();
+                return (m_stopping && m_handoffs == 0) || !m_queue.empty() || !m_opening.empty() ||
+                       !m_closing.empty();
             });
             opening.swap(m_opening);
             closing.swap(m_closing);
@@ -175,7 +178,9 @@ void StoreWorker::run() {
                 m_queue.pop_front();
             }
             m_stats.queue_depth = m_queue.size();
-            if (items.empty() && opening.empty() && closing.empty() && m_stopping) return;
+            if (items.empty() && opening.empty() && closing.empty() && m_stopping &&
+                m_handoffs == 0)
+                return;
         }
         for (auto& [id, o] : opening) {
             m_sessions.emplace(id,
@@ -203,11 +208,10 @@ void StoreWorker::run_group(std::vector<Item>& items) {
     Handoff h;
     h.deliveries.reserve(items.size());
     bool wrote = false;
-    Status begun = m_sync_failed ? Status(Error{protocol::protocol_errc::internal,
-                                                "the store could not make earlier commits "
-                                                "durable; check the disk, then restart the "
-                                                "server"})
-                                 : m_store->begin();
+    Status begun =
+        m_sync_failed
+            ? Status(Error{protocol::protocol_errc::internal, std::string(not_durable_message)})
+            : m_store->begin();
     m_ctx.touched_areas.clear();
     m_changed_users.clear();
     for (auto& it : items) {
@@ -219,7 +223,7 @@ void StoreWorker::run_group(std::vector<Item>& items) {
                 SyncOutput out;
                 out.close = true;
                 out.close_code = 1011;
-                out.close_reason = "store unavailable";
+                out.close_reason = "store unavailable; try again later";
                 h.deliveries.push_back({slot->second.sink, std::move(out), {}, {}});
                 continue;
             }
@@ -251,16 +255,24 @@ void StoreWorker::run_group(std::vector<Item>& items) {
         }
     }
     m_stats.groups++;
-    h.wrote = wrote && committed;
+    // Whether to fsync is the store's to know (a failed frame may have written before it
+    // failed): every committed group asks, and Syncer::sync returns at once if nothing was.
+    h.wrote = static_cast<bool>(committed);
+    if (!committed && begun) {
+        committed = Error{
+            protocol::protocol_errc::internal,
+            "the group commit failed and nothing of it was saved: " + committed.error().message};
+    }
     for (auto& d : h.deliveries) {
         if (!d.sink) {
             d.status = committed;
-        } else if (!committed && d.out.wrote) {
-            // Never acknowledge what did not become durable.
+        } else if (!committed && begun) {
+            // Never acknowledge what did not become durable; and no read either: it may have
+            // seen the group's own writes, now rolled back.
             SyncOutput out;
             out.close = true;
             out.close_code = 1011;
-            out.close_reason = "commit failed: " + committed.error().message;
+            out.close_reason = "commit failed; try again later";
             d.out = std::move(out);
         }
     }
@@ -311,6 +323,10 @@ void StoreWorker::finish_group(Handoff h) {
         return;
     }
     {
+        std::lock_guard lock(m_mutex);
+        ++m_handoffs;
+    }
+    {
         std::lock_guard lock(m_sync_mutex);
         m_sync_queue.push_back(std::move(h));
     }
@@ -328,7 +344,7 @@ void StoreWorker::deliver(Handoff& h, const Status& synced) {
             SyncOutput out;
             out.close = true;
             out.close_code = 1011;
-            out.close_reason = "store unavailable: " + synced.error().message;
+            out.close_reason = "store unavailable: the server must be restarted";
             d.sink->send(std::move(out));
         } else {
             d.sink->send(std::move(d.out));
@@ -352,20 +368,21 @@ void StoreWorker::run_sync_thread() {
             std::any_of(batch.begin(), batch.end(), [](const Handoff& h) { return h.wrote; });
         if (synced && wrote) {
             const auto t0 = std::chrono::steady_clock::now();
-            Status st = m_options.before_sync ? m_options.before_sync() : Status{};
-            if (st) st = m_syncer->sync();
-            m_stats.sync_us_total +=
-                static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                               std::chrono::steady_clock::now() - t0)
-                                               .count());
-            m_stats.syncs++;
+            Status hook = m_options.before_sync ? m_options.before_sync() : Status{};
+            Result<bool> st = hook ? m_syncer->sync() : Result<bool>(hook.error());
+            if (!st || *st) {
+                m_stats.sync_us_total += static_cast<std::uint64_t>(
+                    std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - t0)
+                        .count());
+                m_stats.syncs++;
+            }
             if (!st) {
+                // The detail (file, system error) goes to the log; devices and API clients
+                // get what it means for them.
                 if (m_options.on_sync_failure) m_options.on_sync_failure(st.error());
                 m_stats.syncs_failed++;
-                synced = Error{protocol::protocol_errc::internal,
-                               st.error().message +
-                                   "; nothing since is acknowledged: check the disk, then "
-                                   "restart the server"};
+                synced = Error{protocol::protocol_errc::internal, std::string(not_durable_message)};
                 m_sync_failed = true;
                 std::lock_guard lock(m_sync_mutex);
                 m_sync_failure = synced;
@@ -373,8 +390,13 @@ void StoreWorker::run_sync_thread() {
         }
         for (auto& h : batch)
             deliver(h, synced);
-        // After the replies: a checkpoint delays no one. Its failure loses nothing (the log
-        // keeps the data, and the next round tries again).
+        {
+            std::lock_guard lock(m_mutex);
+            m_handoffs -= batch.size();
+        }
+        m_cv.notify_all();  // a stopping worker waits for this
+        // After the replies, so this batch waits for nothing (the next batch's sync may wait
+        // for it). Its failure loses nothing: the log keeps the data, the next round retries.
         if (synced && wrote) (void)m_syncer->checkpoint();
     }
 }

@@ -4,6 +4,7 @@
 
 #include <boost/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -609,9 +610,37 @@ TEST_CASE("Sync: pushes outside the rules are refused per item and change nothin
     }
 }
 
+// A latch that opens when the test leaves, whatever way: declared before the Fixture, so the
+// worker's threads (stopped by ~Fixture) never wait on a destroyed one.
+struct Latch {
+    std::mutex m;
+    std::condition_variable cv;
+    bool open = false;
+    int waiting = 0;
+    ~Latch() { release(); }
+    void release() {
+        {
+            std::lock_guard lock(m);
+            open = true;
+        }
+        cv.notify_all();
+    }
+    void wait() {
+        std::unique_lock lock(m);
+        ++waiting;
+        cv.notify_all();
+        cv.wait_for(lock, std::chrono::seconds(10), [&] { return open; });
+    }
+    bool wait_for_waiter() {
+        std::unique_lock lock(m);
+        return cv.wait_for(lock, std::chrono::seconds(10), [&] { return waiting > 0; });
+    }
+};
+
 TEST_CASE("Sync: a push validated before a schema change is validated again under the new one") {
     // The I/O thread validates a push under the schema it sees (StoreWorker::frame); if the
     // schema changes before the worker applies it, that check no longer counts.
+    Latch latch;
     Fixture f;
     Tablet& a = f.connect("enum-a", 1);
     std::string v2 = f.schema_json;
@@ -625,14 +654,11 @@ TEST_CASE("Sync: a push validated before a schema change is validated again unde
     REQUIRE_MESSAGE(schema2.ok(), (schema2.ok() ? "" : schema2.error().message));
 
     // Hold the worker, so that the push is decoded and prepared under version 1 but applied
-    // after version 2 is in force.
-    std::mutex m;
-    std::condition_variable cv;
-    bool release = false;
+    // after version 2 is in force. (The job may outlive a failed REQUIRE: the latch is
+    // declared before the fixture, and released in any case.)
     f.worker->post(
         [&](Store&, const p::Schema&) {
-            std::unique_lock lock(m);
-            cv.wait_for(lock, std::chrono::seconds(10), [&] { return release; });
+            latch.wait();
             return false;
         },
         [](const Status&) {});
@@ -641,11 +667,7 @@ TEST_CASE("Sync: a push validated before a schema change is validated again unde
     push.batch = 77;
     push.items.push_back(p::PushItem{1, new_household(a, 1, village_a)});  // national_line
     a.send(push);
-    {
-        std::lock_guard lock(m);
-        release = true;
-    }
-    cv.notify_all();
+    latch.release();
     auto ack = a.next_as<p::PushAck>();
     REQUIRE(ack.results.size() == 1);
     CHECK_FALSE(ack.results[0].ok);
@@ -658,36 +680,23 @@ TEST_CASE("Sync: replies wait for the sync that makes the group durable") {
     // The commit returns before the fsync (Store::defer_sync); the sync thread fsyncs, then
     // delivers. Hold the sync: neither the pusher's ack nor another device's pull of the new
     // record may leave before it.
+    Latch latch;
     Fixture f;
     Tablet& a = f.connect("enum-a", 1);
     Tablet& b = f.connect("enum-a2", 2);
-    std::mutex m;
-    std::condition_variable cv;
-    bool release = false;
-    int held = 0;
     f.set_before_sync([&]() -> Status {
-        std::unique_lock lock(m);
-        ++held;
-        cv.notify_all();
-        cv.wait_for(lock, std::chrono::seconds(10), [&] { return release; });
+        latch.wait();
         return {};
     });
     p::Push push;
     push.batch = 5;
     push.items.push_back(p::PushItem{1, new_household(a, 1, village_a)});
     a.send(push);
-    {
-        std::unique_lock lock(m);
-        REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return held > 0; }));
-    }
+    REQUIRE(latch.wait_for_waiter());
     b.send(p::Pull{0, 100});  // runs on the worker meanwhile: it sees the committed record
     CHECK(a.idle_for(300));
     CHECK(b.idle_for(100));
-    {
-        std::lock_guard lock(m);
-        release = true;
-    }
-    cv.notify_all();
+    latch.release();
     auto ack = a.next_as<p::PushAck>();
     REQUIRE(ack.results.size() == 1);
     CHECK(ack.results[0].ok);
@@ -729,7 +738,23 @@ TEST_CASE("Sync: a failed sync acknowledges nothing, and every later write is re
     CHECK(b.wait_closed() == 1011);
     Status job = f.worker->run_sync([](Store&, const p::Schema&) { return false; });
     REQUIRE_FALSE(job.ok());
-    CHECK(job.error().message.find("restart the server") != std::string::npos);
+    CHECK(job.error().message == StoreWorker::not_durable_message);
+    CHECK(job.error().message.find("restarts it") != std::string::npos);
+}
+
+TEST_CASE("Sync: stopping the worker runs what the last replies posted") {
+    // A reply's completion may post a job (an API call's second round after password hashing,
+    // a schema change): stop() must run it, not drop it and leave its request unanswered.
+    Fixture f;
+    StoreWorker& w = *f.worker;
+    std::atomic<bool> second{false};
+    w.post([](Store&, const p::Schema&) { return false; },
+           [&w, &second](const Status&) {
+               w.post([](Store&, const p::Schema&) { return false; },
+                      [&second](const Status& st) { second = st.ok(); });
+           });
+    w.stop();
+    CHECK(second.load());
 }
 
 TEST_CASE("Sync: the scope digest matches the device's own") {

@@ -5,7 +5,7 @@
 //   reader: reads one binary message at a time and hands it to StoreWorker::frame().
 //   writer: writes queued frames one at a time (Beast allows one outstanding write), then the
 //           close frame when one was requested.
-// The worker's replies (SyncOutput) arrive on its thread and are posted to the strand, where
+// The worker's replies (SyncOutput) arrive on its sync thread and are posted to the strand, where
 // deliver() queues their frames and, when asked, a close with the given code.
 //
 // Backpressure, per connection (memory stays bounded whatever a client does):
@@ -97,7 +97,7 @@ public:
         std::weak_ptr<WsSession> weak = shared_from_this();
         m_id = m_ctx.worker.open_session(m_conn->peer, [weak](SyncOutput out) {
             if (auto self = weak.lock()) {
-                auto ex = self->m_executor;  // immutable: safe from the worker's thread
+                auto ex = self->m_executor;  // immutable: safe from the worker's threads
                 net::post(ex, [self = std::move(self), out = std::move(out)]() mutable {
                     self->deliver(std::move(out));
                 });

@@ -197,11 +197,13 @@ class Syncer {
 public:
     virtual ~Syncer() = default;
     /// Blocks until every transaction the store committed before the call is durable (it
-    /// survives power loss). Failure (internal, naming the file and the system's reason): no
-    /// commit since the last successful sync may be taken as durable, and the caller must
-    /// stop acknowledging writes (after a failed fsync the kernel may have dropped the data).
-    /// \note One thread at a time; it may run while the store's own thread uses the store.
-    virtual Status sync() = 0;
+    /// survives power loss). Returns true when it synced, false when nothing was committed
+    /// since the last sync (then it returns at once). Failure (internal, naming the file and
+    /// the system's reason): no commit since the last successful sync may be taken as durable,
+    /// and the caller must stop acknowledging writes (after a failed fsync the kernel may have
+    /// dropped the data). \note One thread at a time; it may run while the store's own thread
+    /// uses the store.
+    virtual Result<bool> sync() = 0;
     /// Housekeeping that the store's own thread no longer does once its syncs are deferred
     /// (SQLite: moving the write-ahead log into the database file once the log has grown).
     /// Call it after sync(), from the same thread, when no reply waits for it. Failure
@@ -217,17 +219,18 @@ public:
     Store& operator=(const Store&) = delete;
 
     // --- Transactions (writer only). begin/commit nest: only the outermost commits.
-    // Without begin(), each write method is its own durable transaction. A write method that
+    // Without begin(), each write method is its own transaction, durable when it returns (after
+    // defer_sync(): once synced, like every commit). A write method that
     // fails leaves nothing of itself behind: its statements run in an internal savepoint or,
     // while the caller holds a savepoint(), in the caller's, whose rollback_savepoint() (which
     // the caller owes after any failure) removes them.
     /// Starts a write transaction (outermost: takes the write lock) or nests one level.
     virtual Status begin() = 0;
-    /// Ends one level; the outermost commits durably (synchronous=FULL: on return the data
-    /// survives power loss). If the outermost commit fails, everything is rolled back and the
-    /// error returned; a following rollback() is a harmless no-op. Committing a transaction
-    /// that an inner rollback() (or SQLite itself, after an I/O error) already rolled back
-    /// fails with internal.
+    /// Ends one level; the outermost commits durably (on return the data survives power loss;
+    /// after defer_sync(), only once the Syncer synced it). If the outermost commit fails,
+    /// everything is rolled back and the error returned; a following rollback() is a harmless
+    /// no-op. Committing a transaction that an inner rollback() (or SQLite itself, after an I/O
+    /// error) already rolled back fails with internal.
     virtual Status commit() = 0;
     /// Rolls the whole transaction back at once, whatever the nesting level; the outer levels
     /// must still end (their commit() fails, their rollback() is a no-op), and writes before

@@ -45,7 +45,7 @@
 
 namespace fieldsync::server {
 
-/// Counters for /metrics. Updated on the worker thread, read from anywhere.
+/// Counters for /metrics. Updated on the worker and sync threads, read from anywhere.
 struct WorkerStats {
     std::atomic<std::uint64_t> groups{0};
     std::atomic<std::uint64_t> jobs{0};
@@ -69,12 +69,19 @@ struct WorkerStats {
 
 class StoreWorker {
 public:
+    /// What every reply says once a sync failed (the detail goes to Options::on_sync_failure).
+    static constexpr const char* not_durable_message =
+        "the server could not make its data durable (a disk error): whether the latest changes "
+        "were saved is unknown, and it accepts nothing more until an administrator checks the "
+        "disk and restarts it";
     using SessionId = std::uint64_t;
-    /// Receives a session's output after its group committed. Runs on the worker thread.
+    /// Receives a session's output after its group committed (and was synced). Runs on the
+    /// sync thread (the worker thread when the store cannot defer its syncs).
     using SendFn = std::function<void(SyncOutput)>;
     /// A job that runs inside the group transaction; returns true when it wrote.
     using Job = std::function<bool(Store&, const protocol::Schema&)>;
-    /// Runs after the job's group committed (ok) or failed to commit (!ok, with the error).
+    /// Runs after the job's group committed and was synced (ok), or failed to commit or to
+    /// sync (!ok, with what that means for the group's writes). On the same thread as SendFn.
     using Done = std::function<void(const Status&)>;
 
     struct Options {
@@ -206,6 +213,7 @@ private:
     std::vector<SessionId> m_closing;  // guarded by m_mutex
     SessionId m_next_id = 1;           // guarded by m_mutex
     bool m_stopping = false;           // guarded by m_mutex
+    std::size_t m_handoffs = 0;        // groups not yet delivered by the sync thread; m_mutex
     std::thread m_thread;
 
     // Overlapped sync (null m_syncer: commits are durable when they return).
