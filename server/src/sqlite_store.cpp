@@ -352,12 +352,11 @@ Token read_token(const Stmt& q) {
 // after). SqliteSyncer then fsyncs the WAL file through a descriptor of its own: on Linux,
 // fsync flushes the file, whichever descriptor wrote it. The WAL is a log with a checksum
 // chain, so what a crash keeps of unsynced commits is a prefix of whole commits.
-// Checkpoints move to the syncer's thread too: the writer's automatic checkpoint (at 1,000
-// pages of WAL, inside the COMMIT that crosses it, with two fsyncs) is replaced by a WAL hook
-// that only counts the pages and the commits (a sync with no commit since the last one does
-// nothing); SqliteSyncer::checkpoint runs a PASSIVE checkpoint on a
-// connection of its own once the count reaches the same 1,000 pages. PASSIVE never blocks the
-// writer; the writer starts the log over once a checkpoint has copied all of it.
+// Checkpoints stay on the writer's thread, as SQLite's automatic checkpoint does them: the
+// writer's WAL hook (which replaces the automatic one) counts the commits that wrote, for the
+// syncer, and runs a PASSIVE checkpoint once the log holds 1,000 pages, right after the commit.
+// (Done on another connection, a checkpoint races the writer's next commit, the log is never
+// wholly copied when the writer starts it over, and it grows without bound.)
 constexpr int checkpoint_pages = 1000;
 
 std::string errno_text(int e) {
@@ -366,24 +365,23 @@ std::string errno_text(int e) {
 
 /// What the writer's WAL hook tells the syncer; shared, as either may outlive the other.
 struct WalCounters {
-    std::atomic<int> pages{0};              ///< pages in the WAL after the last commit
     std::atomic<std::uint64_t> commits{0};  ///< commits that wrote to the WAL
 };
 
-int wal_hook(void* counters, sqlite3*, const char*, int pages) {
-    auto* c = static_cast<WalCounters*>(counters);
-    c->pages.store(pages);
-    c->commits.fetch_add(1);
+int wal_hook(void* counters, sqlite3* db, const char* schema, int pages) {
+    static_cast<WalCounters*>(counters)->commits.fetch_add(1);
+    // What SQLite's own hook does at wal_autocheckpoint = 1000. A failure loses nothing (the
+    // log keeps the data) and is tried again at the next commit.
+    if (pages >= checkpoint_pages) (void)sqlite3_wal_checkpoint(db, schema);
     return SQLITE_OK;
 }
 
 class SqliteSyncer final : public Syncer {
 public:
-    SqliteSyncer(std::string db, std::string wal, std::shared_ptr<WalCounters> counters)
-        : m_db(std::move(db)), m_wal(std::move(wal)), m_counters(std::move(counters)) {}
+    SqliteSyncer(std::string wal, std::shared_ptr<WalCounters> counters)
+        : m_wal(std::move(wal)), m_counters(std::move(counters)) {}
     ~SqliteSyncer() override {
         if (m_fd >= 0) ::close(m_fd);
-        if (m_checkpointer) sqlite3_close_v2(m_checkpointer);
     }
     SqliteSyncer(const SqliteSyncer&) = delete;
     SqliteSyncer& operator=(const SqliteSyncer&) = delete;
@@ -435,52 +433,18 @@ public:
         return true;
     }
 
-    Status checkpoint() override {
-        if (m_counters->pages.load() < checkpoint_pages) return {};
-        if (!m_checkpointer) {
-            sqlite3* db = nullptr;
-            const int rc = sqlite3_open_v2(m_db.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr);
-            if (rc != SQLITE_OK) {
-                std::string why = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-                sqlite3_close_v2(db);
-                return internal("checkpoint: cannot open " + m_db + ": " + why);
-            }
-            // A first read opens the WAL: until then the connection does not know it is in
-            // WAL mode, and a checkpoint does nothing. fullfsync: as the writer (macOS).
-            if (sqlite3_exec(db,
-                             "PRAGMA fullfsync = ON; PRAGMA checkpoint_fullfsync = ON; "
-                             "SELECT count(*) FROM sqlite_schema",
-                             nullptr, nullptr, nullptr) != SQLITE_OK) {
-                std::string why = sqlite3_errmsg(db);
-                sqlite3_close_v2(db);
-                return internal("checkpoint: cannot read " + m_db + ": " + why);
-            }
-            m_checkpointer = db;
-        }
-        int log = 0, done = 0;
-        const int rc = sqlite3_wal_checkpoint_v2(m_checkpointer, "main", SQLITE_CHECKPOINT_PASSIVE,
-                                                 &log, &done);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            return internal("checkpoint of " + m_db + ": " + sqlite3_errmsg(m_checkpointer));
-        // Count again from what is left; the writer's next commit reports the true size.
-        if (rc == SQLITE_OK && log >= 0 && done >= 0) m_counters->pages.store(log - done);
-        return {};
-    }
-
 private:
     Error failure(const char* what, int e) const {
         return internal(std::string("sync: ") + what + " the write-ahead log " + m_wal + ": " +
                         errno_text(e) + "; commits since the last sync may not be durable");
     }
 
-    std::string m_db;
     std::string m_wal;
     std::shared_ptr<WalCounters> m_counters;  // set by the writer's WAL hook
     std::uint64_t m_synced_commits = 0;       // m_counters->commits at the last fsync
     int m_fd = -1;
     ino_t m_ino = 0;
     dev_t m_dev = 0;
-    sqlite3* m_checkpointer = nullptr;  // opened at the first checkpoint
 };
 
 // --- The store ----------------------------------------------------------------------------
@@ -604,9 +568,9 @@ public:
         if (!wal || !*wal) return internal("defer_sync: SQLite names no write-ahead log");
         if (auto st = m_conn.exec("defer_sync", "PRAGMA synchronous = NORMAL"); !st)
             return st.error();
-        // The hook replaces the automatic checkpoint (see "Deferred sync" above).
+        // The hook replaces (and does the work of) the automatic checkpoint ("Deferred sync").
         sqlite3_wal_hook(m_conn.get(), wal_hook, m_wal.get());
-        return std::unique_ptr<Syncer>(new SqliteSyncer(main, wal, m_wal));
+        return std::unique_ptr<Syncer>(new SqliteSyncer(wal, m_wal));
     }
 
     // --- Meta

@@ -395,9 +395,6 @@ void StoreWorker::run_sync_thread() {
             m_handoffs -= batch.size();
         }
         m_cv.notify_all();  // a stopping worker waits for this
-        // After the replies, so this batch waits for nothing (the next batch's sync may wait
-        // for it). Its failure loses nothing: the log keeps the data, the next round retries.
-        if (synced && wrote) (void)m_syncer->checkpoint();
     }
 }
 

@@ -204,11 +204,6 @@ public:
     /// dropped the data). \note One thread at a time; it may run while the store's own thread
     /// uses the store.
     virtual Result<bool> sync() = 0;
-    /// Housekeeping that the store's own thread no longer does once its syncs are deferred
-    /// (SQLite: moving the write-ahead log into the database file once the log has grown).
-    /// Call it after sync(), from the same thread, when no reply waits for it. Failure
-    /// (internal) loses nothing: the work is tried again at the next call.
-    virtual Status checkpoint() { return {}; }
 };
 
 class Store {
