@@ -2,13 +2,14 @@
 #include "metrics.hpp"
 
 #include <cstdio>
+#include <string_view>
 
 namespace fieldsync::server {
 
 namespace {
 
-void metric(std::string& out, const char* name, const char* type, const char* help,
-            std::uint64_t value) {
+void metric_text(std::string& out, const char* name, const char* type, const char* help,
+                 std::string_view value) {
     out += "# HELP ";
     out += name;
     out += ' ';
@@ -20,8 +21,20 @@ void metric(std::string& out, const char* name, const char* type, const char* he
     out += '\n';
     out += name;
     out += ' ';
-    out += std::to_string(value);
+    out += value;
     out += '\n';
+}
+
+void metric(std::string& out, const char* name, const char* type, const char* help,
+            std::uint64_t value) {
+    metric_text(out, name, type, help, std::to_string(value));
+}
+
+// A counter of seconds, kept in microseconds: printed in seconds with 6 decimals.
+void seconds_metric(std::string& out, const char* name, const char* help, std::uint64_t us) {
+    char seconds[64];
+    std::snprintf(seconds, sizeof seconds, "%.6f", static_cast<double>(us) / 1e6);
+    metric_text(out, name, "counter", help, seconds);
 }
 
 }  // namespace
@@ -48,34 +61,16 @@ std::string render_metrics(const WorkerStats& w, const NetCounters& n) {
            w.merges.load());
     metric(out, "fieldsync_open_conflicts", "gauge", "Conflicts waiting for a supervisor.",
            w.open_conflicts.load());
-    char seconds[64];
-    std::snprintf(seconds, sizeof seconds, "%.6f",
-                  static_cast<double>(w.commit_us_total.load()) / 1e6);
-    out +=
-        "# HELP fieldsync_store_commit_seconds_total Time the store worker spent in group "
-        "commits.\n"
-        "# TYPE fieldsync_store_commit_seconds_total counter\n"
-        "fieldsync_store_commit_seconds_total ";
-    out += seconds;
-    out += '\n';
-    std::snprintf(seconds, sizeof seconds, "%.6f",
-                  static_cast<double>(w.busy_us_total.load()) / 1e6);
-    out +=
-        "# HELP fieldsync_store_busy_seconds_total Time the store worker spent running groups "
-        "(commits included); near the elapsed time, it is the bottleneck.\n"
-        "# TYPE fieldsync_store_busy_seconds_total counter\n"
-        "fieldsync_store_busy_seconds_total ";
-    out += seconds;
-    out += '\n';
-    std::snprintf(seconds, sizeof seconds, "%.6f",
-                  static_cast<double>(w.sync_us_total.load()) / 1e6);
-    out +=
-        "# HELP fieldsync_store_sync_seconds_total Time the sync thread spent making committed "
-        "groups durable (fsync of the write-ahead log), overlapped with the next groups.\n"
-        "# TYPE fieldsync_store_sync_seconds_total counter\n"
-        "fieldsync_store_sync_seconds_total ";
-    out += seconds;
-    out += '\n';
+    seconds_metric(out, "fieldsync_store_commit_seconds_total",
+                   "Time the store worker spent in group commits.", w.commit_us_total.load());
+    seconds_metric(out, "fieldsync_store_busy_seconds_total",
+                   "Time the store worker spent running groups (commits included); near the "
+                   "elapsed time, it is the bottleneck.",
+                   w.busy_us_total.load());
+    seconds_metric(out, "fieldsync_store_sync_seconds_total",
+                   "Time the sync thread spent making committed groups durable (fsync of the "
+                   "write-ahead log), overlapped with the next groups.",
+                   w.sync_us_total.load());
     metric(out, "fieldsync_store_syncs_total", "counter",
            "Syncs of the write-ahead log (one may cover several groups).", w.syncs.load());
     metric(out, "fieldsync_store_syncs_failed_total", "counter",

@@ -1217,6 +1217,14 @@ TEST_CASE("e2e server: /healthz and /metrics") {
     CHECK(type("fieldsync_open_conflicts") == "gauge");
     CHECK(value("fieldsync_store_commit_seconds_total") >= 0);
     CHECK(type("fieldsync_store_commit_seconds_total") == "counter");
+    for (const char* name :
+         {"fieldsync_store_busy_seconds_total", "fieldsync_store_sync_seconds_total",
+          "fieldsync_store_syncs_total", "fieldsync_store_syncs_failed_total"}) {
+        CHECK_MESSAGE(value(name) >= 0, name);
+        CHECK_MESSAGE(type(name) == "counter", name);
+    }
+    CHECK(value("fieldsync_store_syncs_failed_total") == 0);
+    CHECK(value("fieldsync_store_syncs_total") >= 1);  // the pushes were synced
     CHECK(value("fieldsync_store_groups_total") >= 1);
     CHECK(value("fieldsync_store_jobs_total") >= pushes + pulls);
     CHECK(value("fieldsync_store_commits_failed_total") == 0);
