@@ -257,11 +257,11 @@ void StoreWorker::run_group(std::vector<Item>& items) {
     m_stats.groups++;
     // Whether to fsync is the store's to know (a failed frame may have written before it
     // failed): every committed group asks, and Syncer::sync returns at once if nothing was.
-    h.wrote = static_cast<bool>(committed);
+    h.committed = static_cast<bool>(committed);
     if (!committed && begun) {
-        committed = Error{
-            protocol::protocol_errc::internal,
-            "the group commit failed and nothing of it was saved: " + committed.error().message};
+        committed = Error{protocol::protocol_errc::internal,
+                          "the group commit failed and nothing of it was saved (" +
+                              committed.error().message + "); send the request again"};
     }
     for (auto& d : h.deliveries) {
         if (!d.sink) {
@@ -364,9 +364,9 @@ void StoreWorker::run_sync_thread() {
             synced = m_sync_failure;
         }
         // One fsync covers every group in the batch: all of them committed before it starts.
-        const bool wrote =
-            std::any_of(batch.begin(), batch.end(), [](const Handoff& h) { return h.wrote; });
-        if (synced && wrote) {
+        const bool any_committed =
+            std::any_of(batch.begin(), batch.end(), [](const Handoff& h) { return h.committed; });
+        if (synced && any_committed) {
             const auto t0 = std::chrono::steady_clock::now();
             Status hook = m_options.before_sync ? m_options.before_sync() : Status{};
             Result<bool> st = hook ? m_syncer->sync() : Result<bool>(hook.error());

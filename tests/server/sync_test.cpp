@@ -160,7 +160,7 @@ struct Tablet {
 
 class Fixture {
 public:
-    Fixture() {
+    explicit Fixture(bool overlap_sync = true) {
         dir = fs::temp_directory_path() /
               ("fieldsync-sync-test-" + std::to_string(std::random_device{}()));
         fs::create_directories(dir);
@@ -191,6 +191,7 @@ public:
         StoreWorker::Options opt;
         opt.now_ms = [this] { return now.load(); };
         opt.limits.max_page = 50;
+        opt.overlap_sync = overlap_sync;
         opt.before_sync = [this] {
             std::function<Status()> hook;
             {
@@ -740,6 +741,24 @@ TEST_CASE("Sync: a failed sync acknowledges nothing, and every later write is re
     REQUIRE_FALSE(job.ok());
     CHECK(job.error().message == StoreWorker::not_durable_message);
     CHECK(job.error().message.find("restarts it") != std::string::npos);
+}
+
+TEST_CASE("Sync: without overlapped sync, the worker replies after its own durable commit") {
+    // overlap_sync = false (or a store that cannot defer its syncs): no sync thread; the
+    // commit is durable when it returns (synchronous=FULL) and the worker delivers at once.
+    Fixture f(false);
+    Tablet& a = f.connect("enum-a", 1);
+    Tablet& b = f.connect("enum-a2", 2);
+    auto ack = a.push({new_household(a, 1, village_a)});
+    REQUIRE(ack.results.size() == 1);
+    CHECK(ack.results[0].ok);
+    auto [items, cursor] = b.pull_all(0);
+    CHECK(items.size() == 1);
+    CHECK(cursor == ack.cursor);
+    CHECK(f.worker->stats().syncs.load() == 0);
+    Status job = f.worker->run_sync([](Store&, const p::Schema&) { return false; });
+    CHECK(job.ok());
+    f.worker->stop();  // idempotent with ~Fixture
 }
 
 TEST_CASE("Sync: stopping the worker runs what the last replies posted") {

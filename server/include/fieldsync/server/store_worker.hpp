@@ -174,7 +174,9 @@ private:
     /// A committed group's replies, waiting for the sync that makes the group durable.
     struct Handoff {
         std::vector<Delivery> deliveries;
-        bool wrote = false;  ///< the group committed writes (needs an fsync)
+        /// The group committed: ask the Syncer (which knows whether anything was written and
+        /// returns at once if not). False for a group that failed to begin or to commit.
+        bool committed = false;
     };
 
     void run();
