@@ -40,6 +40,7 @@
 
 #include "fieldsync/server/log.hpp"
 #include "fieldsync/server/server.hpp"
+#include "fieldsync/server/store.hpp"
 
 namespace {
 
@@ -115,6 +116,7 @@ static std::filesystem::path default_console_dir() {
 }
 
 int main(int argc, char** argv) {
+    (void)fsrv::configure_sqlite_process();  // before any thread opens the store
     fsrv::ServerConfig defaults;
     CLI::App app{
         "fieldsync-server: the fieldsync county server. Serves the sync WebSocket (GET /sync),\n"

@@ -62,23 +62,36 @@ Stmt& Stmt::bind_u64(int i, std::uint64_t v) noexcept {
     return bind_int(i, static_cast<std::int64_t>(v));
 }
 
-Stmt& Stmt::bind_text(int i, std::string_view v) noexcept {
+Stmt& Stmt::bind_text_with(int i, std::string_view v, sqlite3_destructor_type how) noexcept {
     if (!m_failed) {
-        if (int rc = sqlite3_bind_text64(m_stmt, i, v.data(), v.size(), transient(), SQLITE_UTF8);
+        if (int rc = sqlite3_bind_text64(m_stmt, i, v.data(), v.size(), how, SQLITE_UTF8);
             rc != SQLITE_OK)
             fail_bind(rc, i);
     }
     return *this;
 }
 
-Stmt& Stmt::bind_blob(int i, protocol::ByteView v) noexcept {
+Stmt& Stmt::bind_blob_with(int i, protocol::ByteView v, sqlite3_destructor_type how) noexcept {
     if (!m_failed) {
         // A zero-length blob must still be a blob, not NULL: bind_zeroblob for the empty case.
         int rc = v.empty() ? sqlite3_bind_zeroblob(m_stmt, i, 0)
-                           : sqlite3_bind_blob64(m_stmt, i, v.data(), v.size(), transient());
+                           : sqlite3_bind_blob64(m_stmt, i, v.data(), v.size(), how);
         if (rc != SQLITE_OK) fail_bind(rc, i);
     }
     return *this;
+}
+
+Stmt& Stmt::bind_text(int i, std::string_view v) noexcept {
+    return bind_text_with(i, v, transient());
+}
+Stmt& Stmt::bind_text_ref(int i, std::string_view v) noexcept {
+    return bind_text_with(i, v, nullptr);  // SQLITE_STATIC
+}
+Stmt& Stmt::bind_blob(int i, protocol::ByteView v) noexcept {
+    return bind_blob_with(i, v, transient());
+}
+Stmt& Stmt::bind_blob_ref(int i, protocol::ByteView v) noexcept {
+    return bind_blob_with(i, v, nullptr);  // SQLITE_STATIC
 }
 
 Stmt& Stmt::bind_id(int i, const protocol::Id128& id) noexcept {

@@ -73,6 +73,11 @@ public:
     Stmt& bind_text(int i, std::string_view v) noexcept;
     /// Copies the bytes.
     Stmt& bind_blob(int i, protocol::ByteView v) noexcept;
+    /// Bind without a copy (SQLITE_STATIC), for large values on hot paths: the caller keeps
+    /// `v` alive and unchanged until this Stmt is destroyed (which resets the statement and
+    /// clears its bindings). Never pass a temporary.
+    Stmt& bind_text_ref(int i, std::string_view v) noexcept;
+    Stmt& bind_blob_ref(int i, protocol::ByteView v) noexcept;
     Stmt& bind_id(int i, const protocol::Id128& id) noexcept;
     Stmt& bind_null(int i) noexcept;
 
@@ -102,6 +107,8 @@ public:
 
 private:
     void fail_bind(int rc, int i) noexcept;
+    Stmt& bind_text_with(int i, std::string_view v, sqlite3_destructor_type how) noexcept;
+    Stmt& bind_blob_with(int i, protocol::ByteView v, sqlite3_destructor_type how) noexcept;
 
     sqlite3* m_db = nullptr;
     sqlite3_stmt* m_stmt = nullptr;

@@ -15,14 +15,16 @@
 // all in one transaction (a crash mid-way leaves the previous version). To change the schema,
 // append a step; never edit a released one. Readers refuse a file that is not fully migrated.
 //
-// Sequence: meta('last_seq') is the one counter of record changes. put_record increments it
-// inside the caller's transaction, so a rolled-back write gives its number back. Within one
-// transaction the writer remembers the value it last wrote (m_seq), so a put reads nothing and
-// writes meta with a plain UPDATE (UPDATE ... RETURNING builds a temporary table per call,
-// about a tenth of a pushed record's cost); every rollback, and the end of the transaction,
-// forgets it, so the next put reads meta again and the counter survives restarts and tombstone
-// purges (max(seq) would not: purging the newest tombstone would let a number be reused and a
-// cursor skip a change). records.seq is the sequence of a record's latest change (UNIQUE);
+// Sequence: meta('last_seq') is the one counter of record changes. Within a transaction the
+// writer counts in memory (m_seq: the last number this transaction gave out), so a put_record
+// neither reads nor writes meta; the transaction writes meta once, just before its COMMIT
+// (flush_seq). A savepoint remembers m_seq at its start and a rollback to it restores that
+// value, so a rolled-back write gives its number back; a whole rollback forgets m_seq (meta
+// was never written), and so does the end of the transaction: the first put of the next one
+// reads meta, so the counter survives restarts and tombstone purges (max(seq) would not:
+// purging the newest tombstone would let a number be reused and a cursor skip a change).
+// Readers of last_seq inside the writer's transaction get m_seq (seq_now).
+// records.seq is the sequence of a record's latest change (UNIQUE);
 // moves.seq is the sequence of the change that moved a record between areas. The change feed is the
 // merge of both, ordered by seq (see changes()).
 //
@@ -470,6 +472,7 @@ public:
             if (auto st = m_conn.cached("begin", "BEGIN IMMEDIATE").run(); !st) return st;
             m_doomed = false;
             m_savepoints = 0;
+            m_seq_marks.clear();
             m_seq.reset();
         }
         ++m_depth;
@@ -487,7 +490,14 @@ public:
         const bool doomed = m_doomed || !m_conn.in_transaction();
         m_doomed = false;
         m_savepoints = 0;
+        m_seq_marks.clear();
+        // The counter goes into meta with the rest of the transaction (see "Sequence").
+        Status flushed = doomed ? Status{} : flush_seq("commit");
         m_seq.reset();
+        if (!flushed) {
+            if (m_conn.in_transaction()) (void)m_conn.cached("rollback", "ROLLBACK").run();
+            return flushed;
+        }
         if (doomed) {
             if (m_conn.in_transaction()) (void)m_conn.cached("rollback", "ROLLBACK").run();
             return internal(
@@ -504,6 +514,7 @@ public:
     void rollback() noexcept override {
         if (m_depth == 0) return;
         m_seq.reset();
+        m_seq_marks.clear();
         if (!m_doomed && m_conn.in_transaction()) {
             try {
                 (void)m_conn.cached("rollback", "ROLLBACK").run();
@@ -522,6 +533,7 @@ public:
         if (auto st = check_writable("savepoint"); !st) return st;
         if (auto st = m_conn.cached("savepoint", "SAVEPOINT fs_sp").run(); !st) return st;
         ++m_savepoints;
+        m_seq_marks.push_back(m_seq);
         return {};
     }
 
@@ -530,13 +542,20 @@ public:
         if (auto st = check_writable("release_savepoint"); !st) return st;
         if (auto st = m_conn.cached("release_savepoint", "RELEASE fs_sp").run(); !st) return st;
         --m_savepoints;
+        if (!m_seq_marks.empty()) m_seq_marks.pop_back();
         return {};
     }
 
     void rollback_savepoint() noexcept override {
         if (m_savepoints == 0) return;
         --m_savepoints;
-        m_seq.reset();  // the rolled-back writes gave their numbers back
+        // The rolled-back writes give their numbers back.
+        if (!m_seq_marks.empty()) {
+            m_seq = m_seq_marks.back();
+            m_seq_marks.pop_back();
+        } else {
+            m_seq.reset();
+        }
         try {
             auto a = m_conn.cached("rollback_savepoint", "ROLLBACK TO fs_sp").run();
             auto b = m_conn.cached("rollback_savepoint", "RELEASE fs_sp").run();
@@ -547,6 +566,8 @@ public:
         // levels must not go on writing.
         if (!m_conn.in_transaction()) {
             m_savepoints = 0;
+            m_seq_marks.clear();
+            m_seq.reset();
             m_doomed = m_depth > 0;
         }
     }
@@ -577,7 +598,7 @@ public:
 
     ReplicaId server_replica() override { return m_replica; }
 
-    Result<std::uint64_t> last_seq() override { return meta_u64("last_seq", "last_seq"); }
+    Result<std::uint64_t> last_seq() override { return seq_now("last_seq"); }
     Result<std::uint64_t> purge_seq() override { return meta_u64("purge_seq", "purge_seq"); }
 
     // --- Schemas
@@ -648,22 +669,11 @@ public:
             if (!row) return row.error();
             if (*row) old_area = q.col_text(0);
         }
-        // The next number (see "Sequence" above). m_seq is set only once the UPDATE succeeded;
-        // a failure below rolls this scope back, and every rollback forgets m_seq.
-        std::uint64_t seq = 0;
-        if (m_seq && m_conn.in_transaction()) {
-            seq = *m_seq + 1;
-        } else {
-            auto last = meta_u64(op, "last_seq");
-            if (!last) return last.error();
-            seq = *last + 1;
-        }
-        {
-            auto q = m_conn.cached(op, "UPDATE meta SET value = ?1 WHERE key = 'last_seq'");
-            q.bind_u64(1, seq);
-            if (auto st = q.run(); !st) return st.error();
-            if (q.changes() != 1) return internal("put_record: meta.last_seq is missing");
-        }
+        // The next number (see "Sequence" above); meta is written at COMMIT. A failure below
+        // rolls this scope back, which restores m_seq.
+        auto last = seq_now(op);
+        if (!last) return last.error();
+        const std::uint64_t seq = *last + 1;
         m_seq = seq;
         {
             auto q = m_conn.cached(
@@ -681,7 +691,7 @@ public:
                 .bind_int(5, w.schema_version)
                 .bind_bool(6, w.deleted)
                 .bind_int(7, w.at_ms)
-                .bind_blob(8, w.state);
+                .bind_blob_ref(8, w.state);
             if (auto st = q.run(); !st) return st.error();
         }
         if (old_area && *old_area != w.area) {
@@ -764,7 +774,7 @@ public:
         if (page.more) {
             page.next_cursor = cutoff;
         } else {
-            auto last = meta_u64(op, "last_seq");
+            auto last = seq_now(op);
             if (!last) return last.error();
             page.next_cursor = std::max(since, *last);
         }
@@ -881,7 +891,7 @@ public:
             .bind_text(4, e.device)
             .bind_text(5, e.collection)
             .bind_id(6, e.id)
-            .bind_text(7, e.summary)
+            .bind_text_ref(7, e.summary)
             .run();
     }
 
@@ -1313,11 +1323,16 @@ private:
                 store.m_conn.cached(op, m_own_txn ? "BEGIN IMMEDIATE" : "SAVEPOINT fs_op").run();
             if (!st) m_error = std::move(st).error();
             m_active = m_error.message.empty();
+            m_seq_mark = store.m_seq;
         }
         ~OpScope() {
             if (m_borrowed || !m_active) return;
-            m_store.m_seq.reset();  // rolled back below: its numbers are given back
             auto& c = m_store.m_conn;
+            // Rolled back below: its numbers are given back.
+            if (m_own_txn || !c.in_transaction())
+                m_store.m_seq.reset();
+            else
+                m_store.m_seq = m_seq_mark;
             if (!c.in_transaction()) return;  // SQLite already rolled everything back
             if (m_own_txn) {
                 (void)c.cached(m_op, "ROLLBACK").run();
@@ -1333,9 +1348,14 @@ private:
         const Error& error() const noexcept { return m_error; }
         Status release() {
             if (m_borrowed) return {};
+            if (m_own_txn) {
+                // The counter goes into meta with the rest (see "Sequence"); a failure leaves
+                // m_active, so the destructor rolls back.
+                if (auto st = m_store.flush_seq(m_op); !st) return st;
+            }
             auto st = m_store.m_conn.cached(m_op, m_own_txn ? "COMMIT" : "RELEASE fs_op").run();
             if (st) m_active = false;
-            if (m_own_txn) m_store.m_seq.reset();  // the transaction ended
+            if (m_own_txn && st) m_store.m_seq.reset();  // the transaction ended
             return st;
         }
 
@@ -1345,6 +1365,7 @@ private:
         bool m_own_txn = false;
         bool m_borrowed = false;  // running inside the caller's savepoint
         bool m_active = false;
+        std::optional<std::uint64_t> m_seq_mark;  // m_seq when the savepoint began
         Error m_error;
     };
 
@@ -1395,6 +1416,22 @@ private:
         if (m_read_only) return read_only_error(op);
         if (m_depth > 0 && !m_conn.in_transaction()) m_doomed = true;
         if (m_doomed) return doomed_error(op);
+        return {};
+    }
+
+    // The last sequence number given out: this transaction's (m_seq), else meta's.
+    Result<std::uint64_t> seq_now(std::string_view op) {
+        if (m_seq && m_conn.in_transaction()) return *m_seq;
+        return meta_u64(op, "last_seq");
+    }
+
+    // Writes the transaction's counter to meta; called just before COMMIT.
+    Status flush_seq(std::string_view op) {
+        if (!m_seq || !m_conn.in_transaction()) return {};
+        auto q = m_conn.cached(op, "UPDATE meta SET value = ?1 WHERE key = 'last_seq'");
+        q.bind_u64(1, *m_seq);
+        if (auto st = q.run(); !st) return st;
+        if (q.changes() != 1) return internal(std::string(op) + ": meta.last_seq is missing");
         return {};
     }
 
@@ -1450,9 +1487,11 @@ private:
     int m_depth = 0;        // begin() levels open
     int m_savepoints = 0;   // user savepoints open
     bool m_doomed = false;  // rolled back while begin() levels remain
-    // meta.last_seq as this transaction last wrote it; empty after any rollback or the end of
-    // the transaction (then put_record reads meta).
+    // The last sequence number this transaction gave out, not yet in meta (see "Sequence");
+    // empty when it gave none, after a whole rollback and at the end of the transaction.
     std::optional<std::uint64_t> m_seq;
+    std::vector<std::optional<std::uint64_t>> m_seq_marks;  // m_seq at each open fs_sp
+
     // Counted by defer_sync's WAL hook; shared with the Syncer, which may outlive this store
     // or die before it.
     std::shared_ptr<WalCounters> m_wal = std::make_shared<WalCounters>();
@@ -1540,6 +1579,11 @@ Status migrate(Connection& c, const std::filesystem::path& path) {
 
 }  // namespace
 
+bool configure_sqlite_process() noexcept {
+    // SQLITE_MISUSE when SQLite is already initialized: nothing changes then.
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK;
+}
+
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& path,
                                                  const SqliteOptions& options) {
     const int flags =
@@ -1566,7 +1610,8 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& pa
         // the sync reach the platter on macOS (a no-op elsewhere).
         if (auto st = c.exec("pragma",
                              "PRAGMA synchronous = FULL; PRAGMA fullfsync = ON; "
-                             "PRAGMA checkpoint_fullfsync = ON; PRAGMA foreign_keys = ON;");
+                             "PRAGMA checkpoint_fullfsync = ON; PRAGMA foreign_keys = ON; PRAGMA "
+                             "cache_size = -65536; PRAGMA temp_store = MEMORY;");
             !st)
             return open_error(path, st.error().message);
         if (auto st = migrate(c, path); !st) return st.error();

@@ -321,8 +321,27 @@ TEST_CASE_TEMPLATE("Store: sequence numbers strictly increase and rolled-back on
     CHECK(ok(s.last_seq()) == prev + 3);
     CHECK_FALSE(s.put_record(rw("", 9, "ordos")).ok());  // refused: takes no number
     CHECK(put(s, rw("households", 115, "ordos/a")) == prev + 4);
+    // Nested savepoints: each rollback goes back to the numbers given out when it began.
+    ok(s.savepoint());
+    CHECK(put(s, rw("households", 130, "ordos/a")) == prev + 5);
+    ok(s.savepoint());
+    CHECK(put(s, rw("households", 131, "ordos/a")) == prev + 6);
+    s.rollback_savepoint();
+    CHECK(ok(s.last_seq()) == prev + 5);
+    CHECK(put(s, rw("households", 132, "ordos/a")) == prev + 6);
+    s.rollback_savepoint();
+    CHECK(ok(s.last_seq()) == prev + 4);
+    // The change feed read inside the transaction ends at the last number given out.
+    CHECK(ok(s.changes(prev, scope_of({"ordos"}), 100)).next_cursor == prev + 4);
     ok(s.commit());
     CHECK(ok(s.last_seq()) == prev + 4);
+    {
+        // The counter reached meta with the commit: another connection reads it.
+        auto other = F::open(fx.dir.path(), false);
+        REQUIRE(other.ok());
+        CHECK(ok((*other)->last_seq()) == prev + 4);
+    }
+    CHECK_FALSE(ok(s.get_record("households", rid(130))).has_value());
     CHECK_FALSE(ok(s.get_record("households", rid(112))).has_value());
     CHECK(ok(s.get_record("households", rid(114)))->seq == prev + 3);
     // The next transaction starts from meta, not from what the last one remembered.

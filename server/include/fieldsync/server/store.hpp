@@ -359,6 +359,12 @@ struct SqliteOptions {
     int busy_timeout_ms = 5000;
 };
 
+/// Process-wide SQLite settings for a server process: turns off SQLite's memory statistics,
+/// which take a global mutex on every allocation the store makes. Call it first in main(),
+/// before any thread uses SQLite; later calls (SQLite already in use) change nothing. Returns
+/// true when the settings were applied.
+bool configure_sqlite_process() noexcept;
+
 /// Opens (creating and migrating if needed) the SQLite store at `path`. The writer must be
 /// opened first (it applies migrations; a reader of an unmigrated file fails). Fails with
 /// internal and a message naming the file and SQLite's reason, or unsupported_version when the
