@@ -47,13 +47,16 @@
 #include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
+#include <condition_variable>
 #include <cstdint>
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -354,27 +357,126 @@ Token read_token(const Stmt& q) {
 // after). SqliteSyncer then fsyncs the WAL file through a descriptor of its own: on Linux,
 // fsync flushes the file, whichever descriptor wrote it. The WAL is a log with a checksum
 // chain, so what a crash keeps of unsynced commits is a prefix of whole commits.
-// Checkpoints stay on the writer's thread, as SQLite's automatic checkpoint does them: the
-// writer's WAL hook (which replaces the automatic one) counts the commits that wrote, for the
-// syncer, and runs a PASSIVE checkpoint once the log holds 1,000 pages, right after the commit.
-// (Done on another connection, a checkpoint races the writer's next commit, the log is never
-// wholly copied when the writer starts it over, and it grows without bound.)
-constexpr int checkpoint_pages = 1000;
+// Checkpoints: the writer's WAL hook (which replaces SQLite's automatic checkpoint) counts the
+// commits that wrote, for the syncer. Once the log holds SqliteOptions::checkpoint_pages
+// (1,000, as SQLite's wal_autocheckpoint) it asks the Checkpointer: a thread with a connection
+// of its own that runs PASSIVE checkpoints (copying the log into the database file, with their
+// fsyncs) while the writer goes on. A helper alone cannot bound the log: the log starts over
+// only at a commit whose transaction began after a checkpoint had copied all of it, and a busy
+// writer begins its next transaction right after it commits. So when the log reaches
+// SqliteOptions::wal_limit_pages, the writer, right after its commit, waits for the helper's
+// copy and checkpoints the rest itself (as SQLite's automatic checkpoint would: nothing
+// commits meanwhile, so the log is wholly copied and the next commit starts it over). The log
+// thus stays under the limit plus one transaction, and the writer copies only the tail the
+// helper had not reached. Without defer_sync, the writer checkpoints at checkpoint_pages.
 
 std::string errno_text(int e) {
     return std::error_code(e, std::generic_category()).message();
 }
 
+/// Runs PASSIVE checkpoints of one database on a thread and connection of its own, when
+/// asked (see "Checkpoints" above). request() may be called from any thread; the destructor
+/// stops and joins the thread. A failed checkpoint loses nothing (the log keeps the data) and
+/// is tried again at the next request.
+class Checkpointer {
+public:
+    /// Opens a connection to `db_path` and starts the thread; nullptr when the connection
+    /// cannot be opened (the writer then checkpoints itself).
+    static std::unique_ptr<Checkpointer> start(const char* db_path) {
+        sqlite3* raw = nullptr;
+        const int rc =
+            sqlite3_open_v2(db_path, &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+        sqlite::DbPtr db(raw);
+        if (rc != SQLITE_OK) return nullptr;
+        // The same durability as the writer's checkpoints: sync the log before copying it and
+        // the database file after.
+        if (sqlite3_exec(db.get(),
+                         "PRAGMA synchronous = FULL; PRAGMA fullfsync = ON; "
+                         "PRAGMA checkpoint_fullfsync = ON;",
+                         nullptr, nullptr, nullptr) != SQLITE_OK)
+            return nullptr;
+        return std::unique_ptr<Checkpointer>(new Checkpointer(std::move(db)));
+    }
+    ~Checkpointer() {
+        {
+            std::lock_guard lock(m_mutex);
+            m_stopping = true;
+        }
+        m_wake.notify_one();
+        m_thread.join();
+    }
+    Checkpointer(const Checkpointer&) = delete;
+    Checkpointer& operator=(const Checkpointer&) = delete;
+
+    void request() noexcept {
+        {
+            std::lock_guard lock(m_mutex);
+            if (m_requested) return;
+            m_requested = true;
+        }
+        m_wake.notify_one();
+    }
+
+    /// Waits for the checkpoint in progress, if any, then runs `fn` while no other starts:
+    /// SQLite lets one checkpoint run at a time and fails the others at once.
+    template <class Fn>
+    void exclusive(Fn&& fn) {
+        std::unique_lock lock(m_mutex);
+        m_idle.wait(lock, [&] { return !m_running; });
+        fn();
+    }
+
+private:
+    explicit Checkpointer(sqlite::DbPtr db) : m_db(std::move(db)) {
+        m_thread = std::thread([this] { run(); });
+    }
+    void run() {
+        std::unique_lock lock(m_mutex);
+        for (;;) {
+            m_wake.wait(lock, [&] { return m_requested || m_stopping; });
+            if (m_stopping) return;
+            m_requested = false;
+            m_running = true;
+            lock.unlock();
+            (void)sqlite3_wal_checkpoint_v2(m_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                                            nullptr);
+            lock.lock();
+            m_running = false;
+            m_idle.notify_all();
+        }
+    }
+
+    sqlite::DbPtr m_db;  // used by m_thread only
+    std::mutex m_mutex;
+    std::condition_variable m_wake;
+    std::condition_variable m_idle;  // m_running went false
+    bool m_requested = false;
+    bool m_running = false;  // a checkpoint is under way on m_thread
+    bool m_stopping = false;
+    std::thread m_thread;  // last: started once the rest is ready
+};
+
 /// What the writer's WAL hook tells the syncer; shared, as either may outlive the other.
 struct WalCounters {
     std::atomic<std::uint64_t> commits{0};  ///< commits that wrote to the WAL
+    // Set on the writer's thread (open, defer_sync, ~SqliteStore); read by its hook.
+    Checkpointer* checkpointer = nullptr;
+    int checkpoint_pages = 1000;
+    int limit_pages = 16000;
 };
 
-int wal_hook(void* counters, sqlite3* db, const char* schema, int pages) {
-    static_cast<WalCounters*>(counters)->commits.fetch_add(1);
-    // What SQLite's own hook does at wal_autocheckpoint = 1000. A failure loses nothing (the
-    // log keeps the data) and is tried again at the next commit.
-    if (pages >= checkpoint_pages) (void)sqlite3_wal_checkpoint(db, schema);
+int wal_hook(void* arg, sqlite3* db, const char* schema, int pages) {
+    auto* counters = static_cast<WalCounters*>(arg);
+    counters->commits.fetch_add(1);
+    // `pages` is the length of the log, copied or not (see "Checkpoints" above).
+    Checkpointer* helper = counters->checkpointer;
+    if (pages < counters->checkpoint_pages) return SQLITE_OK;
+    if (!helper)
+        (void)sqlite3_wal_checkpoint(db, schema);
+    else if (pages < counters->limit_pages)
+        helper->request();
+    else  // the writer waits for the helper's copy, then copies the rest
+        helper->exclusive([&] { (void)sqlite3_wal_checkpoint(db, schema); });
     return SQLITE_OK;
 }
 
@@ -453,13 +555,18 @@ private:
 
 class SqliteStore final : public Store {
 public:
-    SqliteStore(Connection conn, bool read_only, ReplicaId replica)
-        : m_conn(std::move(conn)), m_read_only(read_only), m_replica(replica) {}
+    SqliteStore(Connection conn, const SqliteOptions& options, ReplicaId replica)
+        : m_conn(std::move(conn)), m_read_only(options.read_only), m_replica(replica) {
+        m_wal->checkpoint_pages = std::max(1, options.checkpoint_pages);
+        m_wal->limit_pages = std::max(m_wal->checkpoint_pages, options.wal_limit_pages);
+    }
 
     ~SqliteStore() override {
         // An open transaction is abandoned: nothing uncommitted survives a close.
         if (m_conn.in_transaction()) (void)m_conn.exec("close", "ROLLBACK");
         if (m_conn.get()) sqlite3_wal_hook(m_conn.get(), nullptr, nullptr);  // see defer_sync
+        m_wal->checkpointer = nullptr;
+        m_checkpointer.reset();  // joins its thread before the writer's connection closes
     }
 
     // --- Transactions
@@ -590,6 +697,8 @@ public:
         if (auto st = m_conn.exec("defer_sync", "PRAGMA synchronous = NORMAL"); !st)
             return st.error();
         // The hook replaces (and does the work of) the automatic checkpoint ("Deferred sync").
+        if (!m_checkpointer) m_checkpointer = Checkpointer::start(main);
+        m_wal->checkpointer = m_checkpointer.get();
         sqlite3_wal_hook(m_conn.get(), wal_hook, m_wal.get());
         return std::unique_ptr<Syncer>(new SqliteSyncer(wal, m_wal));
     }
@@ -1495,6 +1604,7 @@ private:
     // Counted by defer_sync's WAL hook; shared with the Syncer, which may outlive this store
     // or die before it.
     std::shared_ptr<WalCounters> m_wal = std::make_shared<WalCounters>();
+    std::unique_ptr<Checkpointer> m_checkpointer;  // set by defer_sync
 };
 
 // --- Opening --------------------------------------------------------------------------------
@@ -1641,7 +1751,7 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& pa
         replica = q.col_id(0);
         if (replica.is_nil()) return open_error(path, "meta.server_replica is not a 16-byte id");
     }
-    return std::unique_ptr<Store>(new SqliteStore(std::move(c), options.read_only, replica));
+    return std::unique_ptr<Store>(new SqliteStore(std::move(c), options, replica));
 }
 
 }  // namespace fieldsync::server

@@ -684,7 +684,7 @@ double storage_run(const fs::path& dir, std::size_t count, std::size_t group) {
     sql(db, "PRAGMA journal_mode = WAL");
     sql(db,
         "PRAGMA synchronous = FULL; PRAGMA fullfsync = ON; PRAGMA checkpoint_fullfsync = ON; "
-        "PRAGMA foreign_keys = ON;");
+        "PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;");
     sql(db, R"sql(
 CREATE TABLE records (
     collection     TEXT NOT NULL,

@@ -357,6 +357,12 @@ public:
 struct SqliteOptions {
     bool read_only = false;  ///< reader connections
     int busy_timeout_ms = 5000;
+    /// Write-ahead log pages (4 KiB each) at which a checkpoint copies the log into the
+    /// database file: on a thread of its own after Store::defer_sync, else on the writer.
+    int checkpoint_pages = 1000;
+    /// After defer_sync: the log length at which the writer stops to finish the checkpoint
+    /// itself, so the log starts over. The log can exceed it by one transaction.
+    int wal_limit_pages = 16000;
 };
 
 /// Process-wide SQLite settings for a server process: turns off SQLite's memory statistics,
