@@ -190,13 +190,32 @@ CREATE TABLE audit (
 ) STRICT;
 CREATE INDEX audit_record ON audit(collection, record_id, seq);
 )sql"},
-    // {2, R"sql( ALTER TABLE ... )sql"},   <- the next schema change goes here
+    // Step 1 let purge_tombstones delete a record while its conflicts stayed open. From step
+    // 2 on, an open conflict's record exists (purge_tombstones closes them first), so a record
+    // that does not exist has no open conflicts and its first write need not look for any.
+    {2, R"sql(
+UPDATE conflicts SET open = 0, resolved_by = 'fieldsync',
+    resolved_at_ms = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    note = 'closed: the record was purged (a deleted record past the tombstone retention)'
+WHERE open = 1 AND NOT EXISTS (
+    SELECT 1 FROM records r WHERE r.collection = conflicts.collection AND r.id = conflicts.record_id);
+)sql"},
+    // {3, R"sql( ALTER TABLE ... )sql"},   <- the next schema change goes here
 };
 
 constexpr int latest_migration = migrations[std::size(migrations) - 1].version;
 
 // --- SQL ----------------------------------------------------------------------------------
 // Statements are cached by their text, so each lives in static storage.
+
+// Closes the open conflicts of the tombstones purge_tombstones(?1) is about to delete.
+constexpr const char* sql_close_purged_conflicts = R"sql(
+UPDATE conflicts SET open = 0, resolved_by = 'fieldsync',
+    resolved_at_ms = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    note = 'closed: the record was purged (a deleted record past the tombstone retention)'
+WHERE open = 1 AND EXISTS (
+    SELECT 1 FROM records r WHERE r.collection = conflicts.collection
+        AND r.id = conflicts.record_id AND r.deleted = 1 AND r.updated_at_ms < ?1))sql";
 
 // `scope(a)`: the scope's area codes, from the JSON array bound to `param`, computed once.
 std::string with_scope(const char* param) {
@@ -959,6 +978,13 @@ public:
             if (!row) return row.error();
             if (!*row || q.col_is_null(0)) return std::size_t{0};  // nothing to purge
             max_seq = q.col_u64(0);
+        }
+        {
+            // An open conflict's record exists (see the migrations): the conflicts of a purged
+            // tombstone are closed with it, so a record that does not exist has none open.
+            auto q = m_conn.cached(op, sql_close_purged_conflicts);
+            q.bind_int(1, before_ms);
+            if (auto st = q.run(); !st) return st.error();
         }
         std::size_t purged = 0;
         {

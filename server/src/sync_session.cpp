@@ -605,9 +605,12 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
     if (auto st = store.append_audit(a); !st)
         return Error{p::protocol_errc::internal, st.error().message};
 
-    // Also for a new record: a purged tombstone's conflict rows may still be open.
-    if (auto st = reconcile(joined, *new_area, m_user->name, now); !st)
-        return Error{p::protocol_errc::internal, st.error().message};
+    // A record that did not exist has no open conflicts (Store::purge_tombstones closes a
+    // purged tombstone's), so a new record without competing values has nothing to reconcile.
+    if (*stored || !joined.conflicts().empty()) {
+        if (auto st = reconcile(joined, *new_area, m_user->name, now); !st)
+            return Error{p::protocol_errc::internal, st.error().message};
+    }
     m_ctx.touched_areas.push_back(*new_area);
     if (*stored && (*stored)->area != *new_area) m_ctx.touched_areas.push_back((*stored)->area);
     if (m_ctx.stats) m_ctx.stats->merges++;

@@ -702,6 +702,11 @@ TEST_CASE_TEMPLATE("Store: purge_tombstones deletes old tombstones and raises pu
     put(s, rw("households", 5, "ordos/a", 1000));
     put(s, rw("households", 5, "ordos/b", 1000));  // a move, below the purge point
     const auto last = ok(s.last_seq());
+    // Open conflicts on a tombstone to be purged and on one that stays.
+    ok(s.reconcile_conflicts("households", rid(2), "ordos/a", {{"status", "[1,2]"}}, "", "", 5,
+                             ""));
+    ok(s.reconcile_conflicts("households", rid(4), "ordos/a", {{"status", "[1,2]"}}, "", "", 5,
+                             ""));
 
     CHECK(ok(s.purge_tombstones(1000)) == 0);  // strictly older than the cutoff
     CHECK(ok(s.purge_seq()) == 0);
@@ -713,6 +718,22 @@ TEST_CASE_TEMPLATE("Store: purge_tombstones deletes old tombstones and raises pu
     CHECK(ok(s.get_record("households", rid(3))).has_value());
     CHECK(ok(s.get_record("households", rid(4))).has_value());
     CHECK(ok(s.last_seq()) == last);
+    // The purged record's conflict is closed with it; the other stays open.
+    {
+        ConflictFilter open;
+        open.open = true;
+        auto still = ok(s.list_conflicts(open));
+        REQUIRE(still.size() == 1);
+        CHECK(still[0].record == rid(4));
+        ConflictFilter closed;
+        closed.open = false;
+        auto gone = ok(s.list_conflicts(closed));
+        REQUIRE(gone.size() == 1);
+        CHECK(gone[0].record == rid(2));
+        CHECK(gone[0].resolved_by == "fieldsync");
+        CHECK(gone[0].resolved_at_ms > 0);
+        CHECK(gone[0].note.find("purged") != std::string::npos);
+    }
 
     // Nothing more to purge: purge_seq stays.
     CHECK(ok(s.purge_tombstones(5000)) == 0);
@@ -1377,7 +1398,7 @@ TEST_CASE("SqliteStore: the file records its migration and runs in WAL mode") {
     }
     {
         RawDb raw(path);
-        CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "1");
+        CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "2");
         CHECK(raw.text("PRAGMA journal_mode") == "wal");
         CHECK(raw.text("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
                        "('meta','schemas','records','moves','users','assignments','tokens',"
@@ -1390,7 +1411,43 @@ TEST_CASE("SqliteStore: the file records its migration and runs in WAL mode") {
         REQUIRE(s.ok());
     }
     RawDb raw(path);
-    CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "1");
+    CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "2");
+}
+
+TEST_CASE("SqliteStore: migration 2 closes the open conflicts of records that no longer exist") {
+    TempDir dir;
+    const auto path = dir.path() / "store.db";
+    {
+        auto s = open_sqlite_store(path);
+        REQUIRE(s.ok());
+        put(**s, rw("households", 1, "ordos/a"));
+        ok((*s)->reconcile_conflicts("households", rid(1), "ordos/a", {{"status", "[1,2]"}}, "", "",
+                                     5, ""));
+    }
+    {
+        // A file of migration 1 whose purge left a conflict open (step 1 did).
+        RawDb raw(path);
+        raw.exec(
+            "INSERT INTO conflicts(collection, record_id, field, area, open, opened_at_ms, "
+            "values_json) VALUES ('households', zeroblob(16), 'status', 'ordos/a', 1, 5, "
+            "'[]')");
+        raw.exec("UPDATE meta SET value = 1 WHERE key = 'schema_migration'");
+    }
+    auto s = open_sqlite_store(path);
+    REQUIRE(s.ok());
+    ConflictFilter open;
+    open.open = true;
+    auto still = ok((*s)->list_conflicts(open));
+    REQUIRE(still.size() == 1);
+    CHECK(still[0].record == rid(1));
+    ConflictFilter closed;
+    closed.open = false;
+    auto gone = ok((*s)->list_conflicts(closed));
+    REQUIRE(gone.size() == 1);
+    CHECK(gone[0].record == RecordId{});
+    CHECK(gone[0].resolved_by == "fieldsync");
+    RawDb raw(path);
+    CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "2");
 }
 
 TEST_CASE("SqliteStore: a file from a newer fieldsync is refused") {

@@ -284,7 +284,9 @@ public:
                                    const std::function<bool(const StoredRecord&)>& fn) = 0;
     /// Deletes tombstones whose last change is older than `before_ms`; raises purge_seq to the
     /// highest purged seq and drops the moves at or below it (a cursor below purge_seq must
-    /// re-bootstrap anyway). Returns how many tombstones were deleted.
+    /// re-bootstrap anyway). Their open conflicts are closed (resolved_by "fieldsync"), so a
+    /// record that does not exist never has an open conflict. Returns how many tombstones
+    /// were deleted.
     virtual Result<std::size_t> purge_tombstones(std::int64_t before_ms) = 0;
 
     // --- Audit
