@@ -67,6 +67,10 @@ std::string render_metrics(const WorkerStats& w, const NetCounters& n) {
                    "Time the store worker spent running groups (commits included); near the "
                    "elapsed time, it is the bottleneck.",
                    w.busy_us_total.load());
+    seconds_metric(out, "fieldsync_store_busy_cpu_seconds_total",
+                   "CPU time of the store worker's thread in those groups; busy time minus this "
+                   "is time spent waiting (disk writes, locks).",
+                   w.busy_cpu_us_total.load());
     seconds_metric(out, "fieldsync_store_sync_seconds_total",
                    "Time the sync thread spent making committed groups durable (fsync of the "
                    "write-ahead log), overlapped with the next groups.",

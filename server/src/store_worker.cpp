@@ -1,8 +1,9 @@
 // The store's writer thread with group commit. Design: store_worker.hpp.
 #include "fieldsync/server/store_worker.hpp"
 
-#include <algorithm>
+#include <time.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace fieldsync::server {
@@ -12,6 +13,14 @@ std::uint64_t system_ms() {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                           std::chrono::system_clock::now().time_since_epoch())
                                           .count());
+}
+
+// The calling thread's CPU time (POSIX CLOCK_THREAD_CPUTIME_ID), in microseconds.
+std::uint64_t thread_cpu_us() {
+    timespec ts{};
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000u +
+           static_cast<std::uint64_t>(ts.tv_nsec) / 1000u;
 }
 }  // namespace
 
@@ -189,7 +198,9 @@ void StoreWorker::run() {
         }
         if (!items.empty()) {
             const auto t0 = std::chrono::steady_clock::now();
+            const std::uint64_t cpu0 = thread_cpu_us();
             run_group(items);
+            m_stats.busy_cpu_us_total += thread_cpu_us() - cpu0;
             m_stats.busy_us_total +=
                 static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                                std::chrono::steady_clock::now() - t0)

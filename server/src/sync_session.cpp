@@ -246,8 +246,10 @@ SyncOutput SyncSession::handle(p::Result<p::Message>&& decoded, PreparedPush&& p
     }
     if (auto* push = std::get_if<p::Push>(&m)) {
         SyncOutput out = on_push(*push, prepared);
-        // New records' states are still in the message: freed by whoever delivers `out`.
+        // New records' states are still in the message, their encodings and summaries in
+        // `prepared`: freed by whoever delivers `out` (see SyncOutput::retired).
         out.retired = std::move(m);
+        out.retired_prepared = std::move(prepared);
         return out;
     }
     if (auto* pull = std::get_if<p::Pull>(&m)) return on_pull(*pull);
@@ -498,7 +500,7 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
     if (prepared && prepared_generation != 0 && prepared_generation == m_ctx.schema_generation) {
         if (!prepared->invalid.empty())
             return reject(p::protocol_errc::validation_failed, prepared->invalid);
-        area = std::move(prepared->area);
+        area = prepared->area;  // a copy: the I/O thread's string is freed there (retired)
     } else {
         if (auto st = schema.validate_record(rec); !st)
             return reject(p::protocol_errc::validation_failed, st.error().message);
@@ -591,6 +593,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
     w.state = std::move(bytes);
     w.current_area = *stored ? (*stored)->area : std::string();  // read above, same transaction
     auto seq = store.put_record(w);
+    // The encoding goes back to `prepared`, to be freed by the I/O thread that made it.
+    if (!before && prepared) prepared->encoded = std::move(w.state);
     if (!seq) return Error{p::protocol_errc::internal, seq.error().message};
 
     AuditEntry a;
@@ -602,8 +606,9 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
     a.id = joined.id;
     a.summary = !before && prepared ? std::move(prepared->created_summary)
                                     : change_summary_json(before ? &*before : nullptr, joined);
-    if (auto st = store.append_audit(a); !st)
-        return Error{p::protocol_errc::internal, st.error().message};
+    auto appended = store.append_audit(a);
+    if (!before && prepared) prepared->created_summary = std::move(a.summary);  // as above
+    if (!appended) return Error{p::protocol_errc::internal, appended.error().message};
 
     // A record that did not exist has no open conflicts (Store::purge_tombstones closes a
     // purged tombstone's), so a new record without competing values has nothing to reconcile.

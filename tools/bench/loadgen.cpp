@@ -873,6 +873,12 @@ void scenario_ingest(const Options& o, std::size_t count) {
     if (run_s > 0) {
         emit(tag + ": store worker busy (share of the run)",
              100.0 * delta("fieldsync_store_busy_seconds_total") / run_s, "%");
+        emit(tag + ": of which on CPU (share of the run)",
+             100.0 * delta("fieldsync_store_busy_cpu_seconds_total") / run_s, "%");
+        emit(tag + ": store worker CPU per 1,000 records",
+             delta("fieldsync_store_busy_cpu_seconds_total") * 1000.0 * 1000.0 /
+                 static_cast<double>(acked),
+             "ms");
         emit(tag + ": of which in COMMIT (share of the run)",
              100.0 * delta("fieldsync_store_commit_seconds_total") / run_s, "%");
         // The fsyncs run on the sync thread, overlapped with the worker's next groups.

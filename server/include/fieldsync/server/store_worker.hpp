@@ -62,6 +62,8 @@ struct WorkerStats {
     std::atomic<std::uint64_t> syncs_failed{0};
     /// Time the worker spent running groups (handling, commit, replies): busy, not waiting.
     std::atomic<std::uint64_t> busy_us_total{0};
+    /// The worker thread's CPU time in those groups (busy minus waits on I/O and locks).
+    std::atomic<std::uint64_t> busy_cpu_us_total{0};
     std::atomic<std::uint64_t> queue_depth{0};
     std::atomic<std::uint64_t> sessions{0};
     std::atomic<std::uint64_t> open_conflicts{0};

@@ -47,36 +47,6 @@ struct SyncLimits {
     std::int64_t token_lifetime_ms = 30ll * 24 * 3600 * 1000;
 };
 
-/// What the session wants sent, in order, after the current group commit.
-struct SyncOutput {
-    std::vector<protocol::Bytes> frames;
-    bool close = false;            ///< close the connection after sending `frames`
-    std::uint16_t close_code = 0;  ///< WebSocket close code (1000 normal, 1002, 1008, 1009 ...)
-    std::string close_reason;
-    bool wrote = false;  ///< this frame changed the store (the worker must commit)
-    /// The handled message (a push: the states of the records it created), handed on so that
-    /// whoever delivers this output frees it, off the store worker's thread. Never read.
-    std::optional<protocol::Message> retired;
-};
-
-/// Everything a session needs from the server, owned by the StoreWorker.
-struct SyncContext {
-    Store* store = nullptr;                    ///< the writer connection
-    const protocol::Schema* schema = nullptr;  ///< current schema
-    std::function<std::uint64_t()> now_ms;     ///< physical time (injected)
-    protocol::HybridClock* clock = nullptr;    ///< the server replica's clock
-    LoginThrottle* throttle = nullptr;
-    struct WorkerStats* stats = nullptr;  ///< optional counters
-    SyncLimits limits;
-    /// Areas (old and new) of records changed in the current group; the worker uses them to
-    /// wake only the live sessions whose scope they touch, then clears them.
-    std::vector<std::string> touched_areas;
-    /// Which schema `*schema` is: the StoreWorker counts its schemas from 1 and changes this
-    /// with the schema. A push prepared under the same number (PreparedPush::schema_generation)
-    /// is not validated again. 0: never trust a prepared validation.
-    std::uint64_t schema_generation = 0;
-};
-
 /// Work on one pushed item that needs neither the store nor the session, done before the push
 /// reaches the store worker (StoreWorker::frame, on an I/O thread): the canonical encoding of
 /// the pushed state and the audit summary it gets if it creates its record, which the worker
@@ -96,6 +66,40 @@ struct PreparedPush {
     std::vector<PreparedItem> items;  ///< one per push item, or none
     /// The SyncContext::schema_generation that `invalid` and `area` were computed under; 0 when
     /// they were not computed.
+    std::uint64_t schema_generation = 0;
+};
+
+/// What the session wants sent, in order, after the current group commit.
+struct SyncOutput {
+    std::vector<protocol::Bytes> frames;
+    bool close = false;            ///< close the connection after sending `frames`
+    std::uint16_t close_code = 0;  ///< WebSocket close code (1000 normal, 1002, 1008, 1009 ...)
+    std::string close_reason;
+    bool wrote = false;  ///< this frame changed the store (the worker must commit)
+    /// The handled message (a push: the states of the records it created) and its
+    /// PreparedPush (their encodings and audit summaries), handed on so that whoever delivers
+    /// this output frees them, off the store worker's thread: they were allocated by an I/O
+    /// thread, and freeing another thread's memory waits on that thread's malloc arena, which
+    /// profiles showed as the worker's most frequent wait. Never read.
+    std::optional<protocol::Message> retired;
+    PreparedPush retired_prepared;
+};
+
+/// Everything a session needs from the server, owned by the StoreWorker.
+struct SyncContext {
+    Store* store = nullptr;                    ///< the writer connection
+    const protocol::Schema* schema = nullptr;  ///< current schema
+    std::function<std::uint64_t()> now_ms;     ///< physical time (injected)
+    protocol::HybridClock* clock = nullptr;    ///< the server replica's clock
+    LoginThrottle* throttle = nullptr;
+    struct WorkerStats* stats = nullptr;  ///< optional counters
+    SyncLimits limits;
+    /// Areas (old and new) of records changed in the current group; the worker uses them to
+    /// wake only the live sessions whose scope they touch, then clears them.
+    std::vector<std::string> touched_areas;
+    /// Which schema `*schema` is: the StoreWorker counts its schemas from 1 and changes this
+    /// with the schema. A push prepared under the same number (PreparedPush::schema_generation)
+    /// is not validated again. 0: never trust a prepared validation.
     std::uint64_t schema_generation = 0;
 };
 
