@@ -1218,11 +1218,17 @@ TEST_CASE("e2e server: /healthz and /metrics") {
     CHECK(value("fieldsync_store_commit_seconds_total") >= 0);
     CHECK(type("fieldsync_store_commit_seconds_total") == "counter");
     for (const char* name :
-         {"fieldsync_store_busy_seconds_total", "fieldsync_store_sync_seconds_total",
-          "fieldsync_store_syncs_total", "fieldsync_store_syncs_failed_total"}) {
+         {"fieldsync_store_busy_seconds_total", "fieldsync_store_busy_cpu_seconds_total",
+          "fieldsync_store_sync_seconds_total", "fieldsync_store_syncs_total",
+          "fieldsync_store_syncs_failed_total"}) {
         CHECK_MESSAGE(value(name) >= 0, name);
         CHECK_MESSAGE(type(name) == "counter", name);
     }
+    // The worker's CPU time is measured over its busy spans, so it cannot exceed them (a
+    // microsecond of rounding per group aside).
+    CHECK(value("fieldsync_store_busy_cpu_seconds_total") > 0);
+    CHECK(value("fieldsync_store_busy_cpu_seconds_total") <=
+          value("fieldsync_store_busy_seconds_total") + 0.01);
     CHECK(value("fieldsync_store_syncs_failed_total") == 0);
     CHECK(value("fieldsync_store_syncs_total") >= 1);  // the pushes were synced
     CHECK(value("fieldsync_store_groups_total") >= 1);
