@@ -200,7 +200,27 @@ UPDATE conflicts SET open = 0, resolved_by = 'fieldsync',
 WHERE open = 1 AND NOT EXISTS (
     SELECT 1 FROM records r WHERE r.collection = conflicts.collection AND r.id = conflicts.record_id);
 )sql"},
-    // {3, R"sql( ALTER TABLE ... )sql"},   <- the next schema change goes here
+    // Step 3 files audit entries under the record's first sequence number instead of its
+    // random id. The old index (collection, record_id, seq) put every new record's first entry
+    // on a random page, so each commit wrote about one more random page per record; a new
+    // record's first sequence number is the newest, so its entry now goes to the end of the
+    // index. `records.first_seq` is the sequence of the record's creation (put_record sets it
+    // on insert and never changes it); `audit.record_key` is that number for the record the
+    // entry belongs to. An existing record's key is its oldest audit entry's sequence (its
+    // own sequence when it has none); entries of records purged since keep the same grouping.
+    {3, R"sql(
+ALTER TABLE records ADD COLUMN first_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE audit ADD COLUMN record_key INTEGER NOT NULL DEFAULT 0;
+UPDATE audit SET record_key = (
+    SELECT min(a.seq) FROM audit a
+    WHERE a.collection = audit.collection AND a.record_id = audit.record_id);
+UPDATE records SET first_seq = coalesce((
+    SELECT min(a.seq) FROM audit a
+    WHERE a.collection = records.collection AND a.record_id = records.id), seq);
+DROP INDEX audit_record;
+CREATE INDEX audit_by_record ON audit(record_key, seq);
+)sql"},
+    // {4, R"sql( ALTER TABLE ... )sql"},   <- the next schema change goes here
 };
 
 constexpr int latest_migration = migrations[std::size(migrations) - 1].version;
@@ -807,7 +827,7 @@ public:
             auto q = m_conn.cached(
                 op,
                 "INSERT INTO records(collection, id, area, seq, schema_version, deleted, "
-                "updated_at_ms, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+                "updated_at_ms, state, first_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4) "
                 "ON CONFLICT(collection, id) DO UPDATE SET area = excluded.area, "
                 "seq = excluded.seq, schema_version = excluded.schema_version, "
                 "deleted = excluded.deleted, updated_at_ms = excluded.updated_at_ms, "
@@ -1016,26 +1036,34 @@ public:
     Status append_audit(const AuditEntry& e) override {
         constexpr std::string_view op = "append_audit";
         if (auto st = check_writable(op); !st) return st;
-        return m_conn
-            .cached(op,
-                    "INSERT INTO audit(seq, at_ms, user_name, device, collection, record_id, "
-                    "summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-            .bind_u64(1, e.seq)
+        // Filed under the record's first sequence number (migration 3); the record's row is
+        // on pages the caller's put_record has just written.
+        auto q = m_conn.cached(op,
+                               "INSERT INTO audit(seq, at_ms, user_name, device, collection, "
+                               "record_id, summary, record_key) SELECT ?1, ?2, ?3, ?4, ?5, ?6, "
+                               "?7, first_seq FROM records WHERE collection = ?5 AND id = ?6");
+        q.bind_u64(1, e.seq)
             .bind_int(2, e.at_ms)
             .bind_text(3, e.user)
             .bind_text(4, e.device)
             .bind_text(5, e.collection)
             .bind_id(6, e.id)
-            .bind_text_ref(7, e.summary)
-            .run();
+            .bind_text_ref(7, e.summary);
+        if (auto st = q.run(); !st) return st;
+        if (q.changes() == 0) {
+            return invalid("append_audit: there is no record " + e.collection + "/" +
+                           e.id.to_string() + "; write the record (put_record) before its entry");
+        }
+        return {};
     }
 
     Result<std::vector<AuditEntry>> audit_for(const std::string& collection, const RecordId& id,
                                               std::size_t limit) override {
         auto q = m_conn.cached("audit_for",
                                "SELECT seq, at_ms, user_name, device, collection, record_id, "
-                               "summary FROM audit WHERE collection = ?1 AND record_id = ?2 "
-                               "ORDER BY seq DESC, id DESC LIMIT ?3");
+                               "summary FROM audit WHERE record_key = (SELECT first_seq FROM "
+                               "records WHERE collection = ?1 AND id = ?2) AND collection = ?1 "
+                               "AND record_id = ?2 ORDER BY seq DESC, id DESC LIMIT ?3");
         q.bind_text(1, collection).bind_id(2, id).bind_int(3, clamp_limit(limit));
         std::vector<AuditEntry> out;
         for (;;) {

@@ -1040,6 +1040,9 @@ TEST_CASE_TEMPLATE("Store: audit entries are kept per record, newest first", F,
                    FIELDSYNC_STORE_FACTORIES) {
     StoreFixture<F> fx;
     Store& s = fx.s();
+    put(s, rw("households", 1, "ordos/a"));
+    put(s, rw("households", 2, "ordos/a"));
+    put(s, rw("members", 3, "ordos/a"));
     for (std::uint64_t i = 1; i <= 5; ++i) {
         AuditEntry e;
         e.seq = i;
@@ -1065,6 +1068,29 @@ TEST_CASE_TEMPLATE("Store: audit entries are kept per record, newest first", F,
     CHECK(ok(s.audit_for("households", rid(1), 2)).size() == 2);
     CHECK(ok(s.audit_for("households", rid(2), 10)).size() == 1);
     CHECK(ok(s.audit_for("members", rid(1), 10)).empty());
+    CHECK(ok(s.audit_for("members", rid(3), 10)).empty());
+
+    // An entry belongs to a stored record: one for a record that does not exist is refused
+    // and writes nothing.
+    AuditEntry stray;
+    stray.seq = 9;
+    stray.user = "ana";
+    stray.collection = "households";
+    stray.id = rid(7);
+    stray.summary = "{}";
+    auto refused = s.append_audit(stray);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().message.find("no record households/") != std::string::npos);
+    put(s, rw("households", 7, "ordos/a"));
+    CHECK(ok(s.audit_for("households", rid(7), 10)).empty());
+    // Later writes of a record keep their entries with it, whatever was created in between.
+    put(s, rw("households", 1, "ordos/b"));
+    stray.id = rid(1);
+    stray.seq = 9;
+    ok(s.append_audit(stray));
+    auto again = ok(s.audit_for("households", rid(1), 10));
+    REQUIRE(again.size() == 5);
+    CHECK(again[0].seq == 9);
 }
 
 TEST_CASE_TEMPLATE("Store: reconcile_conflicts opens, updates and closes per field", F,
@@ -1387,6 +1413,15 @@ struct RawDb {
     }
 };
 
+// Turns a file of the current migration back into one of migration 2 (undoes step 3).
+void downgrade_to_migration_2(RawDb& raw) {
+    raw.exec("DROP INDEX audit_by_record");
+    raw.exec("ALTER TABLE audit DROP COLUMN record_key");
+    raw.exec("ALTER TABLE records DROP COLUMN first_seq");
+    raw.exec("CREATE INDEX audit_record ON audit(collection, record_id, seq)");
+    raw.exec("UPDATE meta SET value = 2 WHERE key = 'schema_migration'");
+}
+
 }  // namespace
 
 TEST_CASE("SqliteStore: the file records its migration and runs in WAL mode") {
@@ -1398,7 +1433,7 @@ TEST_CASE("SqliteStore: the file records its migration and runs in WAL mode") {
     }
     {
         RawDb raw(path);
-        CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "2");
+        CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "3");
         CHECK(raw.text("PRAGMA journal_mode") == "wal");
         CHECK(raw.text("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
                        "('meta','schemas','records','moves','users','assignments','tokens',"
@@ -1411,7 +1446,7 @@ TEST_CASE("SqliteStore: the file records its migration and runs in WAL mode") {
         REQUIRE(s.ok());
     }
     RawDb raw(path);
-    CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "2");
+    CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "3");
 }
 
 TEST_CASE("SqliteStore: migration 2 closes the open conflicts of records that no longer exist") {
@@ -1427,6 +1462,7 @@ TEST_CASE("SqliteStore: migration 2 closes the open conflicts of records that no
     {
         // A file of migration 1 whose purge left a conflict open (step 1 did).
         RawDb raw(path);
+        downgrade_to_migration_2(raw);
         raw.exec(
             "INSERT INTO conflicts(collection, record_id, field, area, open, opened_at_ms, "
             "values_json) VALUES ('households', zeroblob(16), 'status', 'ordos/a', 1, 5, "
@@ -1447,7 +1483,86 @@ TEST_CASE("SqliteStore: migration 2 closes the open conflicts of records that no
     CHECK(gone[0].record == RecordId{});
     CHECK(gone[0].resolved_by == "fieldsync");
     RawDb raw(path);
-    CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "2");
+    CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "3");
+}
+
+TEST_CASE("SqliteStore: migration 3 keeps every record's audit entries, purged ones apart") {
+    TempDir dir;
+    const auto path = dir.path() / "store.db";
+    auto entry = [](std::uint32_t n, std::uint64_t seq) {
+        AuditEntry e;
+        e.seq = seq;
+        e.at_ms = static_cast<std::int64_t>(seq);
+        e.user = "ana";
+        e.device = "console";
+        e.collection = "households";
+        e.id = rid(n);
+        e.summary = "{\"n\":" + std::to_string(seq) + "}";
+        return e;
+    };
+    {
+        auto s = open_sqlite_store(path);
+        REQUIRE(s.ok());
+        const auto one = put(**s, rw("households", 1, "ordos/a"));
+        ok((*s)->append_audit(entry(1, one)));
+        put(**s, rw("households", 2, "ordos/a"));  // a record without entries
+    }
+    {
+        // Migration 2 files entries by (collection, record_id): add the shapes step 3 meets.
+        RawDb raw(path);
+        downgrade_to_migration_2(raw);
+        const char* insert =
+            "INSERT INTO audit(seq, at_ms, user_name, device, collection, record_id, summary) "
+            "VALUES (?1, ?1, 'ana', 'console', 'households', ?2, '{}')";
+        auto add = [&](std::int64_t seq, const RecordId& id) {
+            sqlite3_stmt* st = nullptr;
+            REQUIRE(sqlite3_prepare_v2(raw.db, insert, -1, &st, nullptr) == SQLITE_OK);
+            sqlite3_bind_int64(st, 1, seq);
+            sqlite3_bind_blob(st, 2, id.bytes.data(), 16, SQLITE_TRANSIENT);
+            CHECK(sqlite3_step(st) == SQLITE_DONE);
+            sqlite3_finalize(st);
+        };
+        add(5, rid(1));  // a later change of record 1
+        add(3, rid(9));  // a record purged since: its entries stay, unreachable
+        add(4, rid(9));
+    }
+    auto s = open_sqlite_store(path);
+    REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().message));
+    auto one = ok((*s)->audit_for("households", rid(1), 10));
+    REQUIRE(one.size() == 2);
+    CHECK(one[0].seq == 5);
+    CHECK(one[1].seq == 1);
+    CHECK(one[1].summary == "{\"n\":1}");
+    CHECK(ok((*s)->audit_for("households", rid(2), 10)).empty());
+    CHECK(ok((*s)->audit_for("households", rid(9), 10)).empty());
+
+    // New writes after the migration join the old entries of their record.
+    const auto seq = put(**s, rw("households", 1, "ordos/b"));
+    ok((*s)->append_audit(entry(1, seq)));
+    const auto two = put(**s, rw("households", 2, "ordos/b"));
+    ok((*s)->append_audit(entry(2, two)));
+    CHECK(ok((*s)->audit_for("households", rid(1), 10)).size() == 3);
+    CHECK(ok((*s)->audit_for("households", rid(2), 10)).size() == 1);
+
+    RawDb raw(path);
+    CHECK(raw.text("SELECT value FROM meta WHERE key = 'schema_migration'") == "3");
+    CHECK(raw.text("SELECT group_concat(record_key) FROM (SELECT record_key FROM audit "
+                   "ORDER BY id)") == "1,1,3,3,1,2");
+    CHECK(raw.text("SELECT count(*) FROM sqlite_schema WHERE name = 'audit_record'") == "0");
+    // A record's entries are found through the new index, not by scanning the table.
+    sqlite3_stmt* plan = nullptr;
+    REQUIRE(
+        sqlite3_prepare_v2(raw.db,
+                           "EXPLAIN QUERY PLAN SELECT seq, summary FROM audit WHERE record_key = 1 "
+                           "ORDER BY seq DESC, id DESC",
+                           -1, &plan, nullptr) == SQLITE_OK);
+    std::string details;
+    while (sqlite3_step(plan) == SQLITE_ROW)
+        details += reinterpret_cast<const char*>(sqlite3_column_text(plan, 3));
+    sqlite3_finalize(plan);
+    INFO(details);
+    CHECK(details.find("USING INDEX audit_by_record") != std::string::npos);
+    CHECK(details.find("TEMP B-TREE") == std::string::npos);
 }
 
 TEST_CASE("SqliteStore: a file from a newer fieldsync is refused") {

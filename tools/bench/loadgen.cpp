@@ -695,6 +695,7 @@ CREATE TABLE records (
     deleted        INTEGER NOT NULL DEFAULT 0,
     updated_at_ms  INTEGER NOT NULL,
     state          BLOB NOT NULL,
+    first_seq      INTEGER NOT NULL DEFAULT 0, -- the server's migration 3 adds it
     PRIMARY KEY (collection, id)
 ) STRICT;
 CREATE UNIQUE INDEX records_seq ON records(seq);
@@ -704,7 +705,7 @@ CREATE INDEX records_tombstones ON records(updated_at_ms) WHERE deleted = 1;
     sqlite3_stmt* ins = nullptr;
     const char* text =
         "INSERT INTO records(collection, id, area, seq, schema_version, deleted, "
-        "updated_at_ms, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "updated_at_ms, state, first_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4) "
         "ON CONFLICT(collection, id) DO UPDATE SET area = excluded.area, "
         "seq = excluded.seq, schema_version = excluded.schema_version, "
         "deleted = excluded.deleted, updated_at_ms = excluded.updated_at_ms, "

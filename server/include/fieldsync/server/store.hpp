@@ -290,8 +290,12 @@ public:
     virtual Result<std::size_t> purge_tombstones(std::int64_t before_ms) = 0;
 
     // --- Audit
+    /// Appends one entry to the audit trail of the stored record `e.collection`/`e.id`, which
+    /// must exist: write the record (put_record) first, in the same transaction. Fails with
+    /// invalid_value, writing nothing, when there is no such record.
     virtual Status append_audit(const AuditEntry& e) = 0;
-    /// The newest `limit` audit entries of one record, newest first.
+    /// The newest `limit` audit entries of one stored record, newest first; none for a record
+    /// that does not exist (a purged record's entries are no longer reachable).
     virtual Result<std::vector<AuditEntry>> audit_for(const std::string& collection,
                                                       const RecordId& id, std::size_t limit) = 0;
 
