@@ -1083,6 +1083,17 @@ TEST_CASE_TEMPLATE("Store: audit entries are kept per record, newest first", F,
     CHECK(refused.error().message.find("no record households/") != std::string::npos);
     put(s, rw("households", 7, "ordos/a"));
     CHECK(ok(s.audit_for("households", rid(7), 10)).empty());
+    // Nor for a record whose creation was rolled back just before.
+    ok(s.begin());
+    ok(s.savepoint());
+    RecordWrite fresh = rw("households", 8, "ordos/a");
+    fresh.current_area = "";  // the caller read no stored record: a creation
+    put(s, fresh);
+    s.rollback_savepoint();
+    stray.id = rid(8);
+    CHECK_FALSE(s.append_audit(stray).ok());
+    ok(s.commit());
+    CHECK(ok(s.audit_for("households", rid(8), 10)).empty());
     // Later writes of a record keep their entries with it, whatever was created in between.
     put(s, rw("households", 1, "ordos/b"));
     stray.id = rid(1);
