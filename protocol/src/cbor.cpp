@@ -317,6 +317,35 @@ Result<CborItem> CborReader::next() {
 }
 
 Result<CborType> CborReader::peek_type() {
+    // The major type is the initial byte's top three bits (RFC 8949 §3). Anything but the
+    // plain cases below (major type 6 or 7 other than false/true/null, an indefinite length,
+    // a reserved argument, input past the limits) is decoded in full, which reports it.
+    if (!at_end() && m_in.size() <= m_limits.max_input_bytes) {
+        const std::uint8_t b = m_in[m_pos];
+        const std::uint8_t info = b & 0x1f;
+        if (info < 28) {
+            switch (b >> 5) {
+                case 0:
+                    return CborType::unsigned_int;
+                case 1:
+                    return CborType::negative_int;
+                case 2:
+                    return CborType::bytes;
+                case 3:
+                    return CborType::text;
+                case 4:
+                    return CborType::array;
+                case 5:
+                    return CborType::map;
+                case 7:
+                    if (info == 20 || info == 21) return CborType::boolean;
+                    if (info == 22) return CborType::null;
+                    break;
+                default:
+                    break;
+            }
+        }
+    }
     const std::size_t save_pos = m_pos;
     auto r = next();
     m_pos = save_pos;

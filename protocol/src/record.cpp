@@ -285,40 +285,48 @@ Status RecordState::join(const RecordState& other) {
 // ---------------------------------------------------------------------------------------------
 // Reads
 
+const Value* shown_value(const FieldState& f, Value& scratch) {
+    switch (rule_of(f)) {
+        case MergeRule::lww:
+            return &std::get<LwwState>(f).entry.value;
+        case MergeRule::review: {
+            // The provisional value: the entry with the greatest (ts, dot) (L5).
+            const auto& entries = std::get<ReviewState>(f).entries;
+            if (entries.empty()) return nullptr;
+            const Entry* best = &entries.front();
+            for (const auto& e : entries)
+                if (lww_less(*best, e)) best = &e;
+            return &best->value;
+        }
+        case MergeRule::set:
+            return nullptr;
+        case MergeRule::counter: {
+            // Two's-complement wrap-around keeps the sum exact for any in-range result (L8).
+            std::uint64_t sum = 0;
+            for (const auto& [r, slot] : std::get<CounterState>(f).slots)
+                sum += slot.inc - slot.dec;
+            scratch = static_cast<std::int64_t>(sum);
+            return &scratch;
+        }
+    }
+    return nullptr;
+}
+
 std::optional<FieldView> RecordState::view(std::string_view field) const {
     auto it = fields.find(std::string(field));
     if (it == fields.end()) return std::nullopt;
     FieldView v;
     v.rule = rule_of(it->second);
-    switch (v.rule) {
-        case MergeRule::lww:
-            v.value = std::get<LwwState>(it->second).entry.value;
-            break;
-        case MergeRule::review: {
-            const auto& entries = std::get<ReviewState>(it->second).entries;
-            if (!entries.empty()) {
-                const Entry* best = &entries.front();
-                for (const auto& e : entries) {
-                    if (lww_less(*best, e)) best = &e;
-                    if (e.value != entries.front().value) v.conflict = true;
-                }
-                v.value = best->value;
-            }
-            v.competing = entries;
-            break;
-        }
-        case MergeRule::set:
-            for (const auto& [element, dots] : std::get<SetState>(it->second).elements)
-                v.elements.push_back(element);
-            break;
-        case MergeRule::counter: {
-            // Two's-complement wrap-around keeps the sum exact for any in-range result (L8).
-            std::uint64_t sum = 0;
-            for (const auto& [r, slot] : std::get<CounterState>(it->second).slots)
-                sum += slot.inc - slot.dec;
-            v.value = static_cast<std::int64_t>(sum);
-            break;
-        }
+    Value scratch;
+    if (const Value* shown = shown_value(it->second, scratch)) v.value = *shown;
+    if (v.rule == MergeRule::review) {
+        const auto& entries = std::get<ReviewState>(it->second).entries;
+        for (const auto& e : entries)
+            if (e.value != entries.front().value) v.conflict = true;
+        v.competing = entries;
+    } else if (v.rule == MergeRule::set) {
+        for (const auto& [element, dots] : std::get<SetState>(it->second).elements)
+            v.elements.push_back(element);
     }
     return v;
 }
@@ -344,12 +352,13 @@ std::vector<std::string> RecordState::conflicts() const {
 }
 
 Status RecordState::check_invariants() const {
-    auto covered = [this](const Dot& d, const std::string& where) -> Status {
+    // `name` is the field's; its path ("f.<name>") is spelled out only in an error.
+    auto covered = [this](const Dot& d, const std::string& name) -> Status {
         if (d.counter == 0)
-            return Error{protocol_errc::invalid_value, where + ": dot counter must be >= 1"};
+            return Error{protocol_errc::invalid_value, "f." + name + ": dot counter must be >= 1"};
         if (!context.covers(d))
             return Error{protocol_errc::invalid_value,
-                         where + ": dot " + std::to_string(d.counter) + "@" +
+                         "f." + name + ": dot " + std::to_string(d.counter) + "@" +
                              to_hex(d.replica.bytes) +
                              " is not covered by the record's context (L12)"};
         return {};
@@ -358,18 +367,19 @@ Status RecordState::check_invariants() const {
         if (c == 0) return Error{protocol_errc::invalid_value, "ctx: counters must be >= 1"};
     }
     for (const auto& [name, state] : fields) {
-        const std::string where = "f." + name;
+        auto where = [&name] { return "f." + name; };
         switch (rule_of(state)) {
             case MergeRule::lww:
-                if (auto s = covered(std::get<LwwState>(state).entry.dot, where); !s) return s;
+                if (auto s = covered(std::get<LwwState>(state).entry.dot, name); !s) return s;
                 break;
             case MergeRule::review: {
                 const auto& entries = std::get<ReviewState>(state).entries;
                 for (std::size_t k = 0; k < entries.size(); ++k) {
                     if (k > 0 && !(entries[k - 1].dot < entries[k].dot))
-                        return Error{protocol_errc::invalid_value,
-                                     where + ": entries must be sorted by dot without duplicates"};
-                    if (auto s = covered(entries[k].dot, where); !s) return s;
+                        return Error{
+                            protocol_errc::invalid_value,
+                            where() + ": entries must be sorted by dot without duplicates"};
+                    if (auto s = covered(entries[k].dot, name); !s) return s;
                 }
                 break;
             }
@@ -377,12 +387,12 @@ Status RecordState::check_invariants() const {
                 for (const auto& [element, dots] : std::get<SetState>(state).elements) {
                     if (dots.empty())
                         return Error{protocol_errc::invalid_value,
-                                     where + ": element " + to_display(element) + " has no dots"};
+                                     where() + ": element " + to_display(element) + " has no dots"};
                     for (std::size_t k = 0; k < dots.size(); ++k) {
                         if (k > 0 && !(dots[k - 1] < dots[k]))
                             return Error{protocol_errc::invalid_value,
-                                         where + ": dots must be sorted without duplicates"};
-                        if (auto s = covered(dots[k], where); !s) return s;
+                                         where() + ": dots must be sorted without duplicates"};
+                        if (auto s = covered(dots[k], name); !s) return s;
                     }
                 }
                 break;
@@ -390,7 +400,7 @@ Status RecordState::check_invariants() const {
                 for (const auto& [r, slot] : std::get<CounterState>(state).slots) {
                     if (slot.inc == 0 && slot.dec == 0)
                         return Error{protocol_errc::invalid_value,
-                                     where + ": a counter slot must not be all zero"};
+                                     where() + ": a counter slot must not be all zero"};
                 }
                 break;
         }
@@ -691,27 +701,27 @@ Result<FieldState> read_field(CborReader& r) {
             SetState st;
             if (auto s = r.enter(); !s) return std::move(s).error();
             for (std::size_t k = 0; k < count; ++k) {
-                const std::string where = "[1][" + std::to_string(k) + "]";
-                FS_TRY_AT(pair_len, r.read_array(), where);
+                auto where = [k] { return "[1][" + std::to_string(k) + "]"; };
+                FS_TRY_AT(pair_len, r.read_array(), where());
                 if (auto s = expect_len(pair_len, 2, "a set element"); !s)
-                    return std::move(s).error().at(where);
+                    return std::move(s).error().at(where());
                 if (auto s = r.enter(); !s) return std::move(s).error();
-                FS_TRY_AT(element, decode_value(r), where + "[0]");
-                FS_TRY_AT(ndots, r.read_array(), where + "[1]");
+                FS_TRY_AT(element, decode_value(r), where() + "[0]");
+                FS_TRY_AT(ndots, r.read_array(), where() + "[1]");
                 if (auto s = r.enter(); !s) return std::move(s).error();
                 std::vector<Dot> dots;
                 dots.reserve(std::min(ndots, r.remaining() / 19));  // 19 bytes: the smallest dot
                 for (std::size_t d = 0; d < ndots; ++d) {
-                    FS_TRY_AT(dot, read_dot(r), where + "[1][" + std::to_string(d) + "]");
+                    FS_TRY_AT(dot, read_dot(r), where() + "[1][" + std::to_string(d) + "]");
                     dots.push_back(dot);
                 }
                 r.leave();
                 r.leave();
                 std::sort(dots.begin(), dots.end());
                 if (std::adjacent_find(dots.begin(), dots.end()) != dots.end())
-                    return Error{protocol_errc::invalid_value, where + "[1]: duplicate dot"};
+                    return Error{protocol_errc::invalid_value, where() + "[1]: duplicate dot"};
                 if (!st.elements.emplace(std::move(element), std::move(dots)).second)
-                    return Error{protocol_errc::invalid_value, where + "[0]: duplicate element"};
+                    return Error{protocol_errc::invalid_value, where() + "[0]: duplicate element"};
             }
             r.leave();
             r.leave();
@@ -722,15 +732,15 @@ Result<FieldState> read_field(CborReader& r) {
             CounterState st;
             if (auto s = r.enter(); !s) return std::move(s).error();
             for (std::size_t k = 0; k < count; ++k) {
-                const std::string where = "[1][" + std::to_string(k) + "]";
-                FS_TRY_AT(len, r.read_array(), where);
+                auto where = [k] { return "[1][" + std::to_string(k) + "]"; };
+                FS_TRY_AT(len, r.read_array(), where());
                 if (auto s = expect_len(len, 3, "a counter slot"); !s)
-                    return std::move(s).error().at(where);
-                FS_TRY_AT(replica, read_id(r), where + "[0]");
-                FS_TRY_AT(inc, r.read_uint(), where + "[1]");
-                FS_TRY_AT(dec, r.read_uint(), where + "[2]");
+                    return std::move(s).error().at(where());
+                FS_TRY_AT(replica, read_id(r), where() + "[0]");
+                FS_TRY_AT(inc, r.read_uint(), where() + "[1]");
+                FS_TRY_AT(dec, r.read_uint(), where() + "[2]");
                 if (!st.slots.emplace(replica, CounterState::Slot{inc, dec}).second)
-                    return Error{protocol_errc::invalid_value, where + "[0]: duplicate replica"};
+                    return Error{protocol_errc::invalid_value, where() + "[0]: duplicate replica"};
             }
             r.leave();
             r.leave();
@@ -793,10 +803,11 @@ Result<RecordState> decode_record(CborReader& r) {
                 if (!valid_field_name(name))
                     return Error{protocol_errc::invalid_value,
                                  "f: a field name is 1 to 64 bytes of UTF-8"};
-                const std::string where = "f." + std::string(name);
-                FS_TRY_AT(field, read_field(r), where);
+                // The path is spelled out only on failure: this loop runs for every field.
+                FS_TRY_AT(field, read_field(r), "f." + std::string(name));
                 if (!st.fields.emplace(std::string(name), std::move(field)).second)
-                    return Error{protocol_errc::malformed, where + ": duplicate field"};
+                    return Error{protocol_errc::malformed,
+                                 "f." + std::string(name) + ": duplicate field"};
             }
             r.leave();
         } else {

@@ -32,21 +32,24 @@ std::string change_summary_json(const p::RecordState* before, const p::RecordSta
             auto it = before->fields.find(name);
             if (it != before->fields.end() && it->second == state) continue;
         }
-        auto v = after.view(name);
-        if (!v) continue;
         if (!first) out += ',';
         first = false;
         p::append_json_string(name, out);
         out += ':';
-        if (v->rule == p::MergeRule::set) {
+        // What the field's view shows (RecordState::view), read in place.
+        if (const auto* set = std::get_if<p::SetState>(&state)) {
             out += '[';
-            for (std::size_t i = 0; i < v->elements.size(); ++i) {
-                if (i > 0) out += ',';
-                p::append_value_json(v->elements[i], out);
+            bool first_element = true;
+            for (const auto& [element, dots] : set->elements) {
+                if (!first_element) out += ',';
+                first_element = false;
+                p::append_value_json(element, out);
             }
             out += ']';
         } else {
-            p::append_value_json(v->value, out);
+            p::Value scratch;
+            const p::Value* shown = p::shown_value(state, scratch);
+            p::append_value_json(shown ? *shown : p::Value{}, out);
         }
     }
     out += before ? "},\"created\":false}" : "},\"created\":true}";

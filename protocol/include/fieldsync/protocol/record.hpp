@@ -133,6 +133,13 @@ struct FieldView {
     std::vector<Entry> competing;  ///< review: every held entry (for the supervisor)
 };
 
+/// The value FieldView::value holds for `f`, without copying it: lww the entry's value,
+/// review the provisional value, counter the sum (computed into `scratch`, which the result
+/// then points to). nullptr for a set (its elements are the keys of SetState::elements) and
+/// for a review register without entries (the view's value is null). The result lives as long
+/// as `f` and `scratch`. Thread-compatible.
+const Value* shown_value(const FieldState& f, Value& scratch);
+
 struct RecordState {
     std::string collection;
     RecordId id;
