@@ -6,6 +6,7 @@
 #                   fan-out (1,000 tablets), idle connections (1,000 and 10,000 tablets), each
 #                   against a real fieldsync-server on 127.0.0.1, port 0, a fresh data folder
 #   bench_protocol  join records/s, canonical encode/decode MB/s (Google Benchmark)
+#   protocol_counts instructions per call of the protocol's hot paths, under callgrind
 #   sdk_footprint   the SDK replica's RSS, disk size and write latency with 50,000 households
 #
 # and prints one table: figure, value, bound (a bound measured in the same run, or a target),
@@ -29,7 +30,8 @@ out="${FIELDSYNC_BENCH_OUT:-$build/bench-results}"
 if [ ! -f "$build/build.ninja" ]; then
     flock "$lock" cmake --preset release >/dev/null
 fi
-flock "$lock" ninja -C "$build" -j2 loadgen bench_protocol sdk_footprint fieldsync-server >/dev/null
+flock "$lock" ninja -C "$build" -j2 loadgen bench_protocol protocol_counts sdk_footprint \
+    fieldsync-server >/dev/null
 
 mkdir -p "$out"
 results="$out/results.tsv"
@@ -64,6 +66,27 @@ awk '
         printf "merge: decode + invariant check\t%.1f\tMB/s\t\t\n", bytes["BM_DecodeHousehold"] / 1e6
     }
 ' "$out/bench_protocol.json" >>"$results"
+
+echo "== protocol_counts under callgrind" >&2
+# Each hot path is one callgrind dump named after it ("desc: Trigger: Client Request: NAME"),
+# holding `iterations` calls; its "summary:" line is the instructions executed.
+iterations=200
+rm -rf "$out/callgrind"
+mkdir -p "$out/callgrind"
+if command -v valgrind >/dev/null 2>&1; then
+    valgrind --tool=callgrind --callgrind-out-file="$out/callgrind/callgrind.out" \
+        "$build/bin/protocol_counts" --iterations "$iterations" \
+        >"$out/protocol_counts.txt" 2>"$out/protocol_counts.err"
+    for f in "$out"/callgrind/callgrind.out.*; do
+        awk -v n="$iterations" '
+            /^desc: Trigger: Client Request:/ { name = $NF }
+            /^summary:/                       { ir = $2 }
+            END { if (name != "") printf "callgrind: %s, instructions per call\t%.0f\tinstructions\t\t\n", name, ir / n }
+        ' "$f"
+    done >>"$results"
+else
+    echo "bench.sh: valgrind is not installed (scripts/install-deps.sh): no instruction counts" >&2
+fi
 
 echo "== sdk_footprint --count $count" >&2
 "$build/bin/sdk_footprint" --count "$count" | tee "$out/sdk_footprint.txt" >&2

@@ -22,6 +22,7 @@ packages+=(
     libssl-dev                              # TLS, SHA-256, random ids
     doctest-dev                             # unit tests
     libbenchmark-dev                        # tools/bench
+    valgrind                                # tools/bench: callgrind counts (scripts/bench.sh)
     libcli11-dev                            # command-line tools
 )
 # The supervisor console's browser tests (tests/console/): Debian's chromium, driven by
