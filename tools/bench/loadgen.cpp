@@ -13,7 +13,8 @@
 //   ingest       1, 10 and 100 tablets (`--tablets`) each push new demo-survey households, one
 //                push in flight per tablet, `--items` records per push; records/s of durable
 //                acks, p50/p99 push-to-ack latency, and the ratio to the storage bound; then
-//                once more with 100 tablets pushing `--batched-items` (20) records per push
+//                again with 100 tablets pushing `--batched-items` (20, then 200: the SDK's
+//                default batch) records per push
 //   pull         seeds one village with 5,000 households and 20,000 visits, then a fresh SDK
 //                replica's first sync (Replicator::sync_once): seconds and records/s
 //   fanout       1,000 live tablets in one village; one tablet pushes a household, the others
@@ -22,7 +23,7 @@
 //
 // Usage: loadgen [--server PATH] [--scenarios a,b,...] [--small] [--dir DIR] [--keep]
 //                [--seconds S] [--records N] [--tablets 1,10,100] [--items N] [--group N]
-//                [--batched-items N]
+//                [--batched-items 20,200]
 //                [--pull-households N] [--pull-visits N] [--fanout-tablets N] [--pushes N]
 //                [--connections 1000,10000]
 // `--small` shrinks every size for a smoke run (CTest label bench); it never checks timings.
@@ -640,7 +641,9 @@ struct Options {
     std::size_t records = 20000;  // per ingest scenario, at most
     std::vector<std::size_t> tablets{1, 10, 100};
     std::size_t items = 1;
-    std::size_t batched_items = 20;  // a further 100-tablet ingest run with this many per push
+    // Further 100-tablet ingest runs with this many records per push: 20, and 200, the SDK's
+    // default batch (EngineOptions::max_batch), which a tablet back with a full outbox sends.
+    std::vector<std::size_t> batched_items{20, 200};
     std::size_t group = 256;
     std::size_t storage_records = 50000;
     std::size_t pull_households = 5000;
@@ -1166,7 +1169,7 @@ int main(int argc, char** argv) {
         else if (a == "--tablets")
             o.tablets = parse_list(value());
         else if (a == "--batched-items")
-            o.batched_items = std::strtoull(value().c_str(), nullptr, 10);
+            o.batched_items = parse_list(value());
         else if (a == "--items")
             o.items = std::max<std::size_t>(1, std::strtoull(value().c_str(), nullptr, 10));
         else if (a == "--group")
@@ -1190,7 +1193,8 @@ int main(int argc, char** argv) {
                 << "usage: loadgen [--server PATH] [--scenarios "
                    "storage,ingest,pull,fanout,connections]\n"
                    "               [--small] [--dir DIR] [--keep] [--seconds S] [--records N]\n"
-                   "               [--tablets 1,10,100] [--items N] [--batched-items N] [--group "
+                   "               [--tablets 1,10,100] [--items N] [--batched-items 20,200] "
+                   "[--group "
                    "N]\n"
                    "               [--storage-records N]\n"
                    "               [--pull-households N] [--pull-visits N] [--fanout-tablets N]\n"
@@ -1219,12 +1223,15 @@ int main(int argc, char** argv) {
             if (g_storage_bound == 0) scenario_storage(o);
             for (std::size_t n : o.tablets)
                 scenario_ingest(o, n);
-            if (o.batched_items > 1 && o.items == 1 && !o.tablets.empty()) {
+            for (std::size_t items : o.batched_items) {
+                if (items <= 1 || o.items != 1 || o.tablets.empty()) continue;
                 // Tablets back from days offline push their outbox in batches (the SDK sends up
-                // to welcome.limits.max_batch items per push): the per-push costs amortise.
+                // to min(EngineOptions::max_batch, welcome.limits.max_batch) items per push):
+                // the per-push costs amortise. Larger pushes get more records, so that every
+                // tablet makes several pushes.
                 Options b = o;
-                b.items = o.batched_items;
-                b.records = 2 * o.records;
+                b.items = items;
+                b.records = (items >= 100 ? 6 : 2) * o.records;
                 scenario_ingest(b, *std::max_element(o.tablets.begin(), o.tablets.end()));
             }
         } else if (s == "pull") {
