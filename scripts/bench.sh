@@ -94,6 +94,8 @@ awk -v n="$count" '
     /^VmRSS after writing:/ { printf "SDK: replica RSS with %d households\t%.1f\tMiB\t64 (target)\t%.2f\n", n, $4 / 1024, $4 / 1024 / 64 }
     /^VmHWM/                { printf "SDK: peak RSS (VmHWM)\t%.1f\tMiB\t\t\n", $4 / 1024 }
     /^households created:/  { ms = $7; gsub(/[(]/, "", ms); printf "SDK: durable write (create), mean\t%.2f\tms\t\t\n", ms + 0 }
+    /^write latency p50:/   { printf "SDK: durable write (create), p50\t%.2f\tms\t\t\n", $4 }
+    /^write latency p99:/   { printf "SDK: durable write (create), p99\t%.2f\tms\t\t\n", $4 }
     /^database on disk:/    { printf "SDK: database file\t%.1f\tMiB\t\t\n", $4 / 1024 }
 ' "$out/sdk_footprint.txt" >>"$results"
 # The static library as built (RelWithDebInfo: mostly debug info) and without debug info.
