@@ -45,25 +45,25 @@ inline fp::HlcTimestamp at_ms(std::uint64_t ms) {
 
 constexpr std::uint64_t visit_day_ms = 1504999999000;  // 2017-09-09, the seed's season
 
-// Household number `n`: the first identification visit by enumerator A.
-inline fp::RecordState identified_household(std::uint32_t n) {
-    fp::RecordState s;
-    s.collection = "households";
-    std::array<std::uint8_t, 10> random{};
-    for (std::size_t i = 0; i < random.size(); ++i) {
-        random[i] = static_cast<std::uint8_t>((n >> (8 * (i % 4))) + i);
-    }
-    s.id = fp::make_uuid_v7(visit_day_ms + n, random);
+// What differs between the households of a village on their first identification visit.
+struct FirstVisit {
+    std::string head_name = "Bao Tegusi";
+    std::int64_t members = 4;
+    std::string poverty_status = "national_line";
+    std::int64_t income_per_capita = 2950;
+};
 
+// Writes a first identification visit through `u`: every field of the bundled schema's
+// households but exit_reason.
+inline void write_first_visit(fp::Update& u, const FirstVisit& v) {
     using R = fp::MergeRule;
-    fp::Update u{s, replica(1), at_ms(visit_day_ms + 1000 * n), "enumerator.wang"};
     must(u.set("village", R::lww, std::string{"ordos/ejin-horo/altan-xire/longhuqu"}), "village");
-    must(u.set("head_name", R::review, std::string{"Bao Tegusi"}), "head_name");
+    must(u.set("head_name", R::review, v.head_name), "head_name");
     must(u.set("head_id_number", R::review, std::string{"150627196803121234"}), "head_id_number");
-    must(u.set("members_count", R::review, std::int64_t{4}), "members_count");
-    must(u.set("poverty_status", R::review, std::string{"national_line"}), "poverty_status");
+    must(u.set("members_count", R::review, v.members), "members_count");
+    must(u.set("poverty_status", R::review, v.poverty_status), "poverty_status");
     must(u.set("identified_on", R::review, std::string{"2017-03-14"}), "identified_on");
-    must(u.set("income_per_capita", R::review, std::int64_t{2950}), "income_per_capita");
+    must(u.set("income_per_capita", R::review, v.income_per_capita), "income_per_capita");
     must(u.set("cooperative", R::lww, std::string{"Longhuqu Husbandry Cooperative"}), "coop");
     must(u.set("gps", R::lww, fp::GeoPoint{396087000, 1097813000}), "gps");
     must(u.set("phone", R::lww, std::string{"13904771234"}), "phone");
@@ -75,6 +75,20 @@ inline fp::RecordState identified_household(std::uint32_t n) {
     must(u.add_element("assistance", std::string{"entrusted_breeding"}), "assistance");
     must(u.add_element("assistance", std::string{"lambs_for_ewes"}), "assistance");
     must(u.add_to_counter("visit_count", 1), "visit_count");
+}
+
+// Household number `n`: the first identification visit by enumerator A.
+inline fp::RecordState identified_household(std::uint32_t n) {
+    fp::RecordState s;
+    s.collection = "households";
+    std::array<std::uint8_t, 10> random{};
+    for (std::size_t i = 0; i < random.size(); ++i) {
+        random[i] = static_cast<std::uint8_t>((n >> (8 * (i % 4))) + i);
+    }
+    s.id = fp::make_uuid_v7(visit_day_ms + n, random);
+
+    fp::Update u{s, replica(1), at_ms(visit_day_ms + 1000 * n), "enumerator.wang"};
+    write_first_visit(u, FirstVisit{});
     return s;
 }
 

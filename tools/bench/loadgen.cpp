@@ -69,6 +69,7 @@
 #include "fieldsync/protocol/record.hpp"
 #include "fieldsync/replica.hpp"
 #include "fieldsync/replicator.hpp"
+#include "household_fixture.hpp"
 
 namespace {
 
@@ -167,32 +168,14 @@ void must(const fp::Status& s, const char* what) {
 // A household as a tablet creates it on the first identification visit (the fields of
 // bench_protocol's household: every field of the demo schema's households but exit_reason).
 fp::RecordState household(const fp::ReplicaId& replica, std::uint64_t n, std::uint64_t ms) {
-    using R = fp::MergeRule;
     static const char* statuses[] = {"national_line", "dibao_line", "marginal", "not_poor"};
     fp::RecordState s;
     s.collection = "households";
     s.id = new_record_id(ms);
     fp::Update u{s, replica, fp::HlcTimestamp::from_parts(ms, n & 0xffff), kUser};
-    must(u.set("village", R::lww, kVillage), "village");
-    must(u.set("head_name", R::review, "Household " + std::to_string(n)), "head_name");
-    must(u.set("head_id_number", R::review, std::string{"150627196803121234"}), "head_id_number");
-    must(u.set("members_count", R::review, static_cast<std::int64_t>(1 + n % 8)), "members_count");
-    must(u.set("poverty_status", R::review, std::string{statuses[n % 4]}), "poverty_status");
-    must(u.set("identified_on", R::review, std::string{"2017-03-14"}), "identified_on");
-    must(u.set("income_per_capita", R::review, static_cast<std::int64_t>(2800 + n % 5000)),
-         "income");
-    must(u.set("cooperative", R::lww, std::string{"Longhuqu Husbandry Cooperative"}),
-         "cooperative");
-    must(u.set("gps", R::lww, fp::GeoPoint{396087000, 1097813000}), "gps");
-    must(u.set("phone", R::lww, std::string{"13904771234"}), "phone");
-    must(u.set("notes", R::lww,
-               std::string{"Two children at school in the banner town; head has a chronic "
-                           "illness; 40 mu of adopted land; 25 ewes under entrusted breeding."}),
-         "notes");
-    must(u.add_element("assistance", std::string{"land_adoption"}), "assistance");
-    must(u.add_element("assistance", std::string{"entrusted_breeding"}), "assistance");
-    must(u.add_element("assistance", std::string{"lambs_for_ewes"}), "assistance");
-    must(u.add_to_counter("visit_count", 1), "visit_count");
+    fieldsync_bench::write_first_visit(
+        u, {"Household " + std::to_string(n), static_cast<std::int64_t>(1 + n % 8), statuses[n % 4],
+            static_cast<std::int64_t>(2800 + n % 5000)});
     return s;
 }
 
