@@ -859,8 +859,10 @@ public:
             if (auto st = q.run(); !st) return st.error();
         }
         if (auto st = scope.release(); !st) return st.error();
-        // The caller read no stored record: this write created it, with first_seq = seq.
-        if (w.current_area && w.current_area->empty()) m_created = Created{w.collection, w.id, seq};
+        // The caller read no stored record in its transaction: this write created the record,
+        // with first_seq = seq. (Outside a transaction the hint could outlive the record.)
+        if (w.current_area && w.current_area->empty() && m_conn.in_transaction())
+            m_created = Created{w.collection, w.id, seq};
         return seq;
     }
 
@@ -1676,8 +1678,9 @@ private:
     // empty when it gave none, after a whole rollback and at the end of the transaction.
     std::optional<std::uint64_t> m_seq;
     std::vector<std::optional<std::uint64_t>> m_seq_marks;  // m_seq at each open fs_sp
-    // The record the last put_record created (its first_seq is that write's seq), for the
-    // append_audit that follows; forgotten at the next put_record and at every rollback.
+    // The record the last put_record created in this transaction (its first_seq is that
+    // write's seq), for the append_audit that follows; forgotten at the next put_record, at
+    // every rollback and at the end of the transaction.
     struct Created {
         std::string collection;
         RecordId id;

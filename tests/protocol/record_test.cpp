@@ -180,6 +180,46 @@ TEST_CASE("Record: sets are add-wins; counters sum") {
     }
 }
 
+TEST_CASE("Record: shown_value is what the view shows, read in place") {
+    RecordState a = household();
+    {
+        Update u(a, rid(1), ts(1000), "alice");
+        REQUIRE(u.set("village", MergeRule::lww, std::string("ordos/hanggin/xini/shengli")));
+        REQUIRE(u.set("poverty_status", MergeRule::review, std::string("dibao_line")));
+        REQUIRE(u.add_element("assistance", std::string("land_adoption")));
+        REQUIRE(u.add_to_counter("visit_count", 5));
+    }
+    RecordState b = household();
+    {
+        Update u(b, rid(2), ts(2000), "bao");  // later: the provisional status
+        REQUIRE(u.set("poverty_status", MergeRule::review, std::string("not_poor")));
+        REQUIRE(u.add_to_counter("visit_count", -2));
+    }
+    const RecordState s = joined(a, b);
+    for (const auto& [name, state] : s.fields) {
+        CAPTURE(name);
+        Value scratch;
+        const Value* shown = shown_value(state, scratch);
+        const auto v = s.view(name);
+        REQUIRE(v);
+        if (rule_of(state) == MergeRule::set) {
+            CHECK(shown == nullptr);
+        } else {
+            REQUIRE(shown != nullptr);
+            CHECK(*shown == v->value);
+        }
+    }
+    Value scratch;
+    const Value* status = shown_value(s.fields.at("poverty_status"), scratch);
+    REQUIRE(status);
+    CHECK(*status == Value{std::string("not_poor")});
+    CHECK(status == &std::get<ReviewState>(s.fields.at("poverty_status")).entries.back().value);
+    const Value* visits = shown_value(s.fields.at("visit_count"), scratch);
+    CHECK(visits == &scratch);  // a counter's sum is computed
+    CHECK(scratch == Value{std::int64_t{3}});
+    CHECK(shown_value(FieldState{ReviewState{}}, scratch) == nullptr);  // no entries: null
+}
+
 TEST_CASE("Record: wrong rule for a field is refused") {
     RecordState s = household();
     Update u(s, rid(1), ts(1), "a");
