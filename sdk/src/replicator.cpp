@@ -75,6 +75,9 @@ struct Shared {
     std::condition_variable wake;  ///< new event or flag for the replicator's thread
     std::condition_variable done;  ///< the run finished (sync_once waits on it)
     std::deque<TransportEvent> events;
+    /// Pull pages stored by the engine (EngineOutput::retired), freed by the transport's
+    /// thread at its next frame: it allocated them when it decoded them.
+    std::vector<p::Changes> retired;
     bool stop = false;
     bool local_change = false;
     bool retry_now = false;
@@ -89,6 +92,13 @@ public:
         : m_shared(std::move(shared)), m_generation(generation) {}
     void on_open() override { push(TransportEvent{TransportEvent::opened, m_generation, {}, {}}); }
     void on_frame(p::ByteView frame) override {
+        // Pages the replicator has stored are freed here, outside the lock.
+        std::vector<p::Changes> retired;
+        {
+            std::lock_guard lock(m_shared->mutex);
+            retired.swap(m_shared->retired);
+        }
+        retired.clear();
         // Decoded here, on the transport's thread, while the replicator's thread applies the
         // previous page (SyncEngine::decode_frame).
         push(TransportEvent{
@@ -335,6 +345,14 @@ private:
 
     /// Sends the engine's frames, reports its events, closes when it says so.
     void apply(EngineOutput out) {
+        if (!out.retired.empty()) {
+            // For the transport's thread (Delegate::on_frame); what it has not taken by the
+            // next page goes with that page.
+            std::vector<p::Changes> keep = std::move(out.retired);
+            std::lock_guard lock(m_shared.mutex);
+            for (auto& c : keep)
+                m_shared.retired.push_back(std::move(c));
+        }
         for (;;) {
             if (m_conn == Conn::open)
                 for (auto& f : out.frames)
@@ -520,7 +538,9 @@ void ReplicatorCore::run(ReplicatorMode mode) {
         result = r.run();
     }
     thread_id = std::thread::id{};
+    std::vector<p::Changes> retired;  // not taken by the transport (no frame came after them)
     std::lock_guard lock(shared->mutex);
+    retired.swap(shared->retired);
     shared->result = std::move(result);
     shared->running = false;
     shared->done.notify_all();

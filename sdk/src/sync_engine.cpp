@@ -224,9 +224,10 @@ struct SyncEngine::State {
     /// Applies the kept page, if any (every entry point calls it first: pages apply in order).
     void flush_deferred(EngineOutput& out) {
         if (!deferred) return;
-        const p::Changes c = std::move(*deferred);
+        p::Changes c = std::move(*deferred);
         deferred.reset();
         apply_page(out, c, deferred_rebootstrap);
+        out.retired.push_back(std::move(c));  // freed by the caller, on a thread of its choice
     }
     void on_digest(EngineOutput& out, const p::Digest& d);
     void on_error(EngineOutput& out, const p::ErrorMessage& e);

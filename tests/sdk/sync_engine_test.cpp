@@ -406,7 +406,13 @@ TEST_CASE("Engine: pipelined pulls ask for the next page first and apply pages i
         CHECK(find_event(out, SyncEventKind::pulled)->count == 1);
         CHECK(f.replica->count("households").value() == 1);
         CHECK(f.replica->sync_info().value().cursor == 10);
-        CHECK(e.apply_deferred().events.empty());  // nothing kept: nothing to do
+        // The stored page is handed back, for the caller to free where it likes.
+        REQUIRE(out.retired.size() == 1);
+        CHECK(out.retired[0].cursor == 10);
+        CHECK(out.retired[0].items.size() == 1);
+        auto again = e.apply_deferred();  // nothing kept: nothing to do
+        CHECK(again.events.empty());
+        CHECK(again.retired.empty());
     }
     SUBCASE("the next page applies the kept one first") {
         out = feed(e, one_household_page(10, 20, 2, true));

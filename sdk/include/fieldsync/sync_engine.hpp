@@ -131,6 +131,10 @@ struct EngineOutput {
     std::vector<SyncEvent> events;        ///< for the app (progress UI, logs)
     bool close = false;                   ///< close the connection after sending `frames`
     std::string close_reason;             ///< why (for logs and the WebSocket close frame)
+    /// Pull pages the engine has stored and no longer needs. Destroy them on any thread; the
+    /// Replicator hands them to its transport's thread, which decoded them (freeing a page is
+    /// a large part of storing it, and belongs off the engine's thread).
+    std::vector<protocol::Changes> retired;
 };
 
 /// Options of a SyncEngine.
