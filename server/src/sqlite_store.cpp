@@ -866,6 +866,37 @@ public:
         return seq;
     }
 
+    Result<std::uint64_t> insert_record(const RecordWrite& w) override {
+        constexpr std::string_view op = "insert_record";
+        if (w.collection.empty()) return invalid("insert_record: the collection name is empty");
+        if (auto st = check_writable(op); !st) return st.error();
+        m_created.reset();
+        OpScope scope(*this, op);
+        if (!scope.ok()) return scope.error();
+        auto last = seq_now(op);
+        if (!last) return last.error();
+        const std::uint64_t seq = *last + 1;
+        auto q = m_conn.cached(
+            op,
+            "INSERT INTO records(collection, id, area, seq, schema_version, deleted, "
+            "updated_at_ms, state, first_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4) "
+            "ON CONFLICT(collection, id) DO NOTHING");
+        q.bind_text(1, w.collection)
+            .bind_id(2, w.id)
+            .bind_text(3, w.area)
+            .bind_u64(4, seq)
+            .bind_int(5, w.schema_version)
+            .bind_bool(6, w.deleted)
+            .bind_int(7, w.at_ms)
+            .bind_blob_ref(8, w.state);
+        if (auto st = q.run(); !st) return st.error();
+        if (q.changes() == 0) return std::uint64_t{0};  // it exists; the number is not taken
+        m_seq = seq;  // see "Sequence" above; a failure below rolls the scope back
+        if (auto st = scope.release(); !st) return st.error();
+        if (m_conn.in_transaction()) m_created = Created{w.collection, w.id, seq};
+        return seq;
+    }
+
     // The feed is two streams ordered by seq: records in scope (each at its latest change) and
     // moves out of scope. Both are read from one snapshot, `lim + 1` rows each, and merged; the
     // page takes the first `lim` events, so its range (since, next_cursor] is complete for this

@@ -473,15 +473,67 @@ SyncOutput SyncSession::on_push(p::Push& push, PreparedPush& prepared) {
     return out;
 }
 
+Status SyncSession::append_audit(std::uint64_t seq, std::uint64_t now, const p::RecordState& rec,
+                                 std::string& summary) {
+    AuditEntry a;
+    a.seq = seq;
+    a.at_ms = static_cast<std::int64_t>(now);
+    a.user = m_user->name;
+    a.device = m_device_id;
+    a.collection = rec.collection;
+    a.id = rec.id;
+    a.summary = std::move(summary);
+    auto appended = m_ctx.store->append_audit(a);
+    summary = std::move(a.summary);  // back to its owner (a prepared one: its I/O thread)
+    return appended;
+}
+
+std::optional<p::Error> SyncSession::check_introduced(const p::RecordState& rec,
+                                                      const p::VersionVector& known,
+                                                      std::uint64_t now) {
+    // A device introduces only its own writes (SPEC.md §4.4): every dot the server has not seen
+    // must be the session's replica's, and carry the session's user as author.
+    for (const auto& [replica, counter] : rec.context.entries()) {
+        if (counter > known.get(replica) && replica != m_replica) {
+            return p::Error{p::protocol_errc::forbidden,
+                            "the state carries writes of replica " + replica.to_string() +
+                                " that the server has not seen; a device may only introduce "
+                                "writes of its own replica " +
+                                m_replica.to_string()};
+        }
+    }
+    std::optional<p::Error> bad;
+    std::uint64_t newest = 0;
+    for_each_new_entry(rec, known, [&](const std::string& field, const p::Entry& e) {
+        if (bad) return;
+        if (e.by != m_user->name) {
+            bad = p::Error{p::protocol_errc::forbidden,
+                           "field " + field + ": a new write is signed by \"" + e.by +
+                               "\", but this session is " + m_user->name};
+        }
+        newest = std::max(newest, e.ts.wall_ms());
+    });
+    if (bad) return bad;
+    if (newest > now + m_ctx.limits.max_clock_ahead_ms) {
+        return p::Error{p::protocol_errc::clock_drift,
+                        "a write is stamped " + std::to_string(newest - now) +
+                            " ms ahead of the server's clock (server time " + std::to_string(now) +
+                            " ms); correct the device clock and restamp pending writes"};
+    }
+    if (newest > 0) (void)m_ctx.clock->observe(p::HlcTimestamp::from_parts(newest, 0));
+    return std::nullopt;
+}
+
 Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prepared,
                                      std::uint64_t prepared_generation, const std::string& where,
                                      std::uint64_t now) {
     Store& store = *m_ctx.store;
     const p::Schema& schema = *m_ctx.schema;
     const p::RecordState& rec = item.record;
-    const std::string name = rec.collection + "/" + rec.id.to_string();
+    // Spelled out only for an error: this runs for every pushed record.
+    auto name = [&rec] { return rec.collection + "/" + rec.id.to_string(); };
     auto reject = [&](p::protocol_errc code, const std::string& msg) -> Result<bool> {
-        return Error{code, where + " (" + name + "): " + msg};
+        return Error{code, where + " (" + name() + "): " + msg};
     };
     if (item.schema_version == 0 || item.schema_version > schema.version()) {
         return reject(p::protocol_errc::unsupported_version,
@@ -509,6 +561,36 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
         area = std::move(*a);
     }
 
+    // Most pushed records are new. One that passes every check a new record must pass is
+    // inserted without reading first (insert_record takes nothing when the id exists); when
+    // the id exists, or a check fails, the general path below reads the stored record and
+    // decides with it. (A new record without competing values has no conflicts to reconcile:
+    // see below.)
+    if (prepared && !prepared->encoded.empty() && m_scope.covers(area) && rec.conflicts().empty() &&
+        !check_introduced(rec, p::VersionVector{}, now) &&
+        !rewritten_write(nullptr, rec, p::VersionVector{}, m_replica, m_user->name,
+                         now + m_ctx.limits.max_clock_ahead_ms)) {
+        RecordWrite w;
+        w.collection = rec.collection;
+        w.id = rec.id;
+        w.area = area;
+        w.schema_version = static_cast<std::uint32_t>(item.schema_version);
+        w.deleted = rec.is_deleted();
+        w.at_ms = static_cast<std::int64_t>(now);
+        w.state = std::move(prepared->encoded);
+        w.current_area = std::string();
+        auto seq = store.insert_record(w);
+        prepared->encoded = std::move(w.state);  // freed by the I/O thread that made it
+        if (!seq) return Error{p::protocol_errc::internal, seq.error().message};
+        if (*seq != 0) {
+            if (auto st = append_audit(*seq, now, rec, prepared->created_summary); !st)
+                return Error{p::protocol_errc::internal, st.error().message};
+            m_ctx.touched_areas.push_back(std::move(area));
+            if (m_ctx.stats) m_ctx.stats->merges++;
+            return true;
+        }
+    }
+
     auto stored = store.get_record(rec.collection, rec.id);
     if (!stored) return Error{p::protocol_errc::internal, stored.error().message};
     std::optional<p::RecordState> before;
@@ -526,40 +608,12 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
         auto decoded = p::decode_record((*stored)->state);
         if (!decoded)
             return Error{p::protocol_errc::internal,
-                         "stored state of " + name + " is corrupt: " + decoded.error().message};
+                         "stored state of " + name() + " is corrupt: " + decoded.error().message};
         before = std::move(*decoded);
     }
     const p::VersionVector known = before ? before->context : p::VersionVector{};
-    // A device introduces only its own writes (SPEC.md §4.4): every dot the server has not seen
-    // must be the session's replica's, and carry the session's user as author.
-    for (const auto& [replica, counter] : rec.context.entries()) {
-        if (counter > known.get(replica) && replica != m_replica) {
-            return reject(p::protocol_errc::forbidden,
-                          "the state carries writes of replica " + replica.to_string() +
-                              " that the server has not seen; a device may only introduce "
-                              "writes of its own replica " +
-                              m_replica.to_string());
-        }
-    }
-    std::optional<p::Error> bad;
-    std::uint64_t newest = 0;
-    for_each_new_entry(rec, known, [&](const std::string& field, const p::Entry& e) {
-        if (bad) return;
-        if (e.by != m_user->name) {
-            bad = p::Error{p::protocol_errc::forbidden,
-                           "field " + field + ": a new write is signed by \"" + e.by +
-                               "\", but this session is " + m_user->name};
-        }
-        newest = std::max(newest, e.ts.wall_ms());
-    });
-    if (bad) return reject(static_cast<p::protocol_errc>(bad->code.value()), bad->message);
-    if (newest > now + m_ctx.limits.max_clock_ahead_ms) {
-        return reject(p::protocol_errc::clock_drift,
-                      "a write is stamped " + std::to_string(newest - now) +
-                          " ms ahead of the server's clock (server time " + std::to_string(now) +
-                          " ms); correct the device clock and restamp pending writes");
-    }
-    if (newest > 0) (void)m_ctx.clock->observe(p::HlcTimestamp::from_parts(newest, 0));
+    if (auto bad = check_introduced(rec, known, now))
+        return reject(static_cast<p::protocol_errc>(bad->code.value()), bad->message);
 
     // A new record is the pushed state itself, neither copied nor moved: it stays in the push,
     // which the I/O thread frees (SyncOutput::retired), not this one.
@@ -597,18 +651,12 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
     if (!before && prepared) prepared->encoded = std::move(w.state);
     if (!seq) return Error{p::protocol_errc::internal, seq.error().message};
 
-    AuditEntry a;
-    a.seq = *seq;
-    a.at_ms = static_cast<std::int64_t>(now);
-    a.user = m_user->name;
-    a.device = m_device_id;
-    a.collection = joined.collection;
-    a.id = joined.id;
-    a.summary = !before && prepared ? std::move(prepared->created_summary)
-                                    : change_summary_json(before ? &*before : nullptr, joined);
-    auto appended = store.append_audit(a);
-    if (!before && prepared) prepared->created_summary = std::move(a.summary);  // as above
-    if (!appended) return Error{p::protocol_errc::internal, appended.error().message};
+    std::string changed;
+    std::string& summary =
+        !before && prepared ? prepared->created_summary
+                            : (changed = change_summary_json(before ? &*before : nullptr, joined));
+    if (auto st = append_audit(*seq, now, joined, summary); !st)
+        return Error{p::protocol_errc::internal, st.error().message};
 
     // A record that did not exist has no open conflicts (Store::purge_tombstones closes a
     // purged tombstone's), so a new record without competing values has nothing to reconcile.

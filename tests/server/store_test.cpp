@@ -286,6 +286,35 @@ TEST_CASE_TEMPLATE("Store: records are put, read back and replaced", F, FIELDSYN
     CHECK(bad.error().code == p::protocol_errc::invalid_value);
 }
 
+TEST_CASE_TEMPLATE("Store: insert_record creates a record, or takes nothing when it exists", F,
+                   FIELDSYNC_STORE_FACTORIES) {
+    StoreFixture<F> fx;
+    Store& s = fx.s();
+    ok(s.begin());
+    const auto first = ok(s.insert_record(rw("households", 1, "ordos/a")));
+    CHECK(first == 1);
+    // Its audit entry finds it (the record it has just created).
+    AuditEntry a;
+    a.seq = first;
+    a.user = "ana";
+    a.collection = "households";
+    a.id = rid(1);
+    a.summary = "{}";
+    ok(s.append_audit(a));
+    auto again = rw("households", 1, "ordos/b");
+    again.state = Bytes{0xa0};
+    CHECK(ok(s.insert_record(again)) == 0);  // exists: nothing written, no number taken
+    ok(s.commit());
+    auto stored = ok(s.get_record("households", rid(1)));
+    REQUIRE(stored);
+    CHECK(stored->area == "ordos/a");
+    CHECK(stored->seq == 1);
+    CHECK(ok(s.last_seq()) == 1);
+    CHECK(put(s, rw("households", 2, "ordos/a")) == 2);  // the next number is still 2
+    CHECK(ok(s.audit_for("households", rid(1), 10)).size() == 1);
+    CHECK_FALSE(s.insert_record(rw("", 3, "ordos/a")).ok());
+}
+
 TEST_CASE_TEMPLATE("Store: sequence numbers strictly increase and rolled-back ones are reused", F,
                    FIELDSYNC_STORE_FACTORIES) {
     StoreFixture<F> fx;

@@ -271,6 +271,10 @@ public:
     /// Inserts or replaces the record row with a new sequence, records a Move if the area
     /// changed, and returns the new sequence.
     virtual Result<std::uint64_t> put_record(const RecordWrite& w) = 0;
+    /// Inserts the record when no record with its collection and id exists (a creation: the
+    /// caller need not read first), and returns its new sequence; returns 0, writing nothing
+    /// and taking no number, when one exists. `w.current_area` is ignored.
+    virtual Result<std::uint64_t> insert_record(const RecordWrite& w) = 0;
     /// The change feed after cursor `since` for `scope`: at most `limit` (at least 1) records
     /// plus moves, read from one snapshot. See ChangesPage for the cursor rules.
     virtual Result<ChangesPage> changes(std::uint64_t since, const Scope& scope,

@@ -151,6 +151,17 @@ private:
     Result<bool> apply_item(const protocol::PushItem& item, PreparedItem* prepared,
                             std::uint64_t prepared_generation, const std::string& where,
                             std::uint64_t now);
+    /// The checks of SPEC.md §4.4 on the writes `rec` brings that `known` does not cover:
+    /// only the session's replica introduces writes, signed by the session's user, stamped
+    /// within the clock bound (whose newest stamp the server clock observes). The refusal, or
+    /// nullopt.
+    std::optional<protocol::Error> check_introduced(const protocol::RecordState& rec,
+                                                    const protocol::VersionVector& known,
+                                                    std::uint64_t now);
+    /// Appends the audit entry of the write `seq` of `rec` by this session. `summary` is
+    /// lent: it is moved into the entry and back.
+    Status append_audit(std::uint64_t seq, std::uint64_t now, const protocol::RecordState& rec,
+                        std::string& summary);
     Status reconcile(const protocol::RecordState& joined, const std::string& area,
                      const std::string& by, std::uint64_t now);
     SyncOutput on_pull(const protocol::Pull& pull);
