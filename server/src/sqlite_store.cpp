@@ -248,6 +248,19 @@ std::string in_scope(const char* col) {
            ", 1, length(scope.a) + 1) = scope.a || '/')";
 }
 
+// Binds ?1-?8 of the records row insert (put_record, insert_record): the row of `w` at `seq`.
+template <class Q>
+void bind_record_row(Q& q, const RecordWrite& w, std::uint64_t seq) {
+    q.bind_text(1, w.collection)
+        .bind_id(2, w.id)
+        .bind_text(3, w.area)
+        .bind_u64(4, seq)
+        .bind_int(5, w.schema_version)
+        .bind_bool(6, w.deleted)
+        .bind_int(7, w.at_ms)
+        .bind_blob_ref(8, w.state);
+}
+
 constexpr const char* record_cols =
     "r.collection, r.id, r.area, r.seq, r.schema_version, r.deleted, r.updated_at_ms, r.state";
 
@@ -837,14 +850,7 @@ public:
                 "seq = excluded.seq, schema_version = excluded.schema_version, "
                 "deleted = excluded.deleted, updated_at_ms = excluded.updated_at_ms, "
                 "state = excluded.state");
-            q.bind_text(1, w.collection)
-                .bind_id(2, w.id)
-                .bind_text(3, w.area)
-                .bind_u64(4, seq)
-                .bind_int(5, w.schema_version)
-                .bind_bool(6, w.deleted)
-                .bind_int(7, w.at_ms)
-                .bind_blob_ref(8, w.state);
+            bind_record_row(q, w, seq);
             if (auto st = q.run(); !st) return st.error();
         }
         if (old_area && *old_area != w.area) {
@@ -881,14 +887,7 @@ public:
             "INSERT INTO records(collection, id, area, seq, schema_version, deleted, "
             "updated_at_ms, state, first_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4) "
             "ON CONFLICT(collection, id) DO NOTHING");
-        q.bind_text(1, w.collection)
-            .bind_id(2, w.id)
-            .bind_text(3, w.area)
-            .bind_u64(4, seq)
-            .bind_int(5, w.schema_version)
-            .bind_bool(6, w.deleted)
-            .bind_int(7, w.at_ms)
-            .bind_blob_ref(8, w.state);
+        bind_record_row(q, w, seq);
         if (auto st = q.run(); !st) return st.error();
         if (q.changes() == 0) return std::uint64_t{0};  // it exists; the number is not taken
         m_seq = seq;  // see "Sequence" above; a failure below rolls the scope back
