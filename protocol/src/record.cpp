@@ -366,7 +366,10 @@ Status RecordState::check_invariants() const {
     for (const auto& [r, c] : context.entries()) {
         if (c == 0) return Error{protocol_errc::invalid_value, "ctx: counters must be >= 1"};
     }
-    for (const auto& [name, state] : fields) {
+    for (const auto& kv : fields) {
+        // Named, not a structured binding: clang 14 cannot capture one in a lambda.
+        const std::string& name = kv.first;
+        const FieldState& state = kv.second;
         auto where = [&name] { return "f." + name; };
         switch (rule_of(state)) {
             case MergeRule::lww:
