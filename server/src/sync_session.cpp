@@ -565,7 +565,8 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
     // inserted without reading first (insert_record takes nothing when the id exists); when
     // the id exists, or a check fails, the general path below reads the stored record and
     // decides with it. (A new record without competing values has no conflicts to reconcile:
-    // see below.)
+    // see below.) The price: a device's edit of a record it created itself passes these
+    // checks too, and pays one insert that finds the id before the read.
     if (prepared && !prepared->encoded.empty() && m_scope.covers(area) && rec.conflicts().empty() &&
         !check_introduced(rec, p::VersionVector{}, now) &&
         !rewritten_write(nullptr, rec, p::VersionVector{}, m_replica, m_user->name,
@@ -578,7 +579,6 @@ Result<bool> SyncSession::apply_item(const p::PushItem& item, PreparedItem* prep
         w.deleted = rec.is_deleted();
         w.at_ms = static_cast<std::int64_t>(now);
         w.state = std::move(prepared->encoded);
-        w.current_area = std::string();
         auto seq = store.insert_record(w);
         prepared->encoded = std::move(w.state);  // freed by the I/O thread that made it
         if (!seq) return Error{p::protocol_errc::internal, seq.error().message};
