@@ -110,6 +110,18 @@ log_dir="$(mktemp -d "${TMPDIR:-/tmp}/fieldsync-test.XXXXXX")"
 trap 'rm -rf "$log_dir"' EXIT
 overall_start=$SECONDS
 
+# The build directories of all stages take about 7.5 GiB (asan 3.5, debug 2.4, tsan 1.0,
+# fuzz 0.4); a full disk shows up later as a compiler "No space left on device" in whichever
+# stage is building. Say so first, with the figures, so that failure is not a mystery.
+need_kib=$((9 * 1024 * 1024))
+mkdir -p "$build_root" 2>/dev/null
+free_kib="$(df -Pk "$build_root" 2>/dev/null | awk 'NR == 2 { print $4 }')"
+if [[ -n "$free_kib" && "$free_kib" -lt "$need_kib" ]]; then
+    echo "WARNING: $((free_kib / 1024)) MiB free under '$build_root'; the stages' build" \
+        "directories need about 9 GiB. Free space (old build/ folders, old clones) or set" \
+        "FIELDSYNC_BUILD_ROOT to a bigger disk, or builds will fail with 'No space left on device'."
+fi
+
 for stage in $stages; do
     case "$stage" in
     deps)

@@ -137,7 +137,16 @@ struct World {
 };
 
 World& world() {
-    static World* w = new World();  // lives until exit: the worker thread keeps running
+    // Lives until exit: the worker thread keeps running. Its store folder is removed at exit
+    // (libFuzzer ends with exit()), so runs do not pile up folders in the temp directory.
+    static World* w = [] {
+        World* made = new World();
+        std::atexit([] {
+            std::error_code ec;
+            fs::remove_all(world().dir, ec);
+        });
+        return made;
+    }();
     return *w;
 }
 
