@@ -45,6 +45,7 @@ echo "== machine" >&2
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
     echo "os: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"), kernel $(uname -r)"
     echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "server: $("$build/bin/fieldsync-server" --version 2>&1)"
 } >"$out/machine.txt"
 
 echo "== loadgen (storage, ingest, pull, fan-out, connections)" >&2

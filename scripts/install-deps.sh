@@ -20,6 +20,7 @@ packages+=(
     libsqlite3-dev                          # server and SDK stores
     libcbor-dev                             # protocol codec
     libssl-dev                              # TLS, SHA-256, random ids
+    libjemalloc-dev                         # fieldsync-server's allocator (server/net.cmake)
     doctest-dev                             # unit tests
     libbenchmark-dev                        # tools/bench
     valgrind                                # tools/bench: callgrind counts (scripts/bench.sh)

@@ -58,6 +58,39 @@ if(TARGET CLI11::CLI11)
   target_link_libraries(fieldsync-server PRIVATE CLI11::CLI11)
 endif()
 fieldsync_warnings(fieldsync-server)
+
+# The server's allocator. Under load glibc's malloc costs the server a tenth or more of its CPU:
+# records are decoded (many small blocks) on an I/O thread and freed on the store worker, and
+# glibc frees across threads through locked arenas and chunk consolidation. jemalloc (Debian's
+# libjemalloc-dev) keeps per-thread caches; linked into the executable it serves every
+# allocation of the process, SQLite's and OpenSSL's included. With it the server's CPU per
+# record fell 10-22% and ingest rose 9-26% (BENCHMARKS.md, "The allocator"). Only the server
+# executable: the libraries (the SDK above all) leave the allocator to the application.
+# Sanitizer builds keep the system allocator, which the sanitizers replace with their own.
+set(FIELDSYNC_SERVER_MALLOC "auto" CACHE STRING
+  "Allocator of fieldsync-server: auto (jemalloc when found and no sanitizer), jemalloc, system")
+set_property(CACHE FIELDSYNC_SERVER_MALLOC PROPERTY STRINGS auto jemalloc system)
+set(_fieldsync_malloc system)
+if(NOT FIELDSYNC_SERVER_MALLOC STREQUAL "system")
+  find_library(FIELDSYNC_JEMALLOC_LIBRARY NAMES jemalloc)
+  if(FIELDSYNC_SANITIZE OR FIELDSYNC_BUILD_FUZZ)
+    if(FIELDSYNC_SERVER_MALLOC STREQUAL "jemalloc")
+      message(FATAL_ERROR "FIELDSYNC_SERVER_MALLOC=jemalloc cannot be used with sanitizers "
+        "(FIELDSYNC_SANITIZE=${FIELDSYNC_SANITIZE}): they bring their own allocator. Use auto or system.")
+    endif()
+  elseif(FIELDSYNC_JEMALLOC_LIBRARY)
+    set(_fieldsync_malloc jemalloc)
+    target_link_libraries(fieldsync-server PRIVATE ${FIELDSYNC_JEMALLOC_LIBRARY})
+  elseif(FIELDSYNC_SERVER_MALLOC STREQUAL "jemalloc")
+    message(FATAL_ERROR "FIELDSYNC_SERVER_MALLOC=jemalloc but libjemalloc was not found: "
+      "install libjemalloc-dev (scripts/install-deps.sh), or set FIELDSYNC_SERVER_MALLOC=system.")
+  else()
+    message(STATUS "fieldsync-server: libjemalloc not found, using the system allocator "
+      "(install libjemalloc-dev for the server's measured allocator)")
+  endif()
+endif()
+message(STATUS "fieldsync-server allocator: ${_fieldsync_malloc}")
+target_compile_definitions(fieldsync-server PRIVATE FIELDSYNC_MALLOC_NAME="${_fieldsync_malloc}")
 # A development build serves the source tree's console/ by default (main.cpp says the order).
 target_compile_definitions(fieldsync-server PRIVATE
   FIELDSYNC_SOURCE_CONSOLE_DIR="${PROJECT_SOURCE_DIR}/console")
