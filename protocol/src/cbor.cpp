@@ -223,6 +223,72 @@ void on_map_sz(void* p, std::size_t n) {
     on_map(p, n);
 }
 
+// Reads the head of one plain item by hand: major types 0-5 with a definite argument, and the
+// simple values false, true and null (RFC 8949 §3: the initial byte's top three bits are the
+// major type, its low five the argument: below 24 the value itself, 24-27 the value in the
+// next 1, 2, 4 or 8 bytes, big-endian). These are nearly every item a record holds, and going
+// through cbor_stream_decode and its callbacks cost a quarter of decoding one (callgrind,
+// BENCHMARKS.md). Returns false for everything else: major type 6, other simple values and
+// floats, the reserved arguments 28-30, indefinite lengths, and a head or string that runs past
+// the end of the input. The caller then decodes the item with libcbor, so every error is still
+// the one libcbor's result gives. For what it accepts, the result (type, value, view, bytes
+// read) is what the libcbor path gives: tests/protocol/cbor_test.cpp checks the two against
+// each other for every initial byte.
+bool read_plain_head(const std::uint8_t* p, std::size_t n, CborItem& item,
+                     std::size_t& read) noexcept {
+    if (n == 0) return false;
+    const unsigned major = p[0] >> 5;
+    const unsigned info = p[0] & 0x1fu;
+    if (major == 7) {
+        if (info < 20 || info > 22) return false;
+        item = {};
+        item.type = info == 22 ? CborType::null : CborType::boolean;
+        item.bool_value = info == 21;
+        read = 1;
+        return true;
+    }
+    if (major == 6 || info > 27) return false;
+    std::uint64_t arg = info;
+    std::size_t head = 1;
+    if (info >= 24) {
+        const std::size_t width = std::size_t{1} << (info - 24);  // 1, 2, 4 or 8 bytes
+        if (n - 1 < width) return false;
+        arg = 0;
+        for (std::size_t i = 1; i <= width; ++i)
+            arg = (arg << 8) | p[i];
+        head = 1 + width;
+    }
+    item = {};
+    switch (major) {
+        case 0:
+            item.type = CborType::unsigned_int;
+            item.uint_value = arg;
+            break;
+        case 1:
+            item.type = CborType::negative_int;
+            item.uint_value = arg;
+            break;
+        case 2:
+        case 3:
+            if (arg > n - head) return false;  // truncated: libcbor reports it
+            item.type = major == 2 ? CborType::bytes : CborType::text;
+            item.str = std::string_view(reinterpret_cast<const char*>(p + head),
+                                        static_cast<std::size_t>(arg));
+            read = head + static_cast<std::size_t>(arg);
+            return true;
+        case 4:
+            item.type = CborType::array;
+            item.count = static_cast<std::size_t>(arg);
+            break;
+        default:  // 5
+            item.type = CborType::map;
+            item.count = static_cast<std::size_t>(arg);
+            break;
+    }
+    read = head;
+    return true;
+}
+
 const cbor_callbacks& callbacks() {
     static const cbor_callbacks cb = [] {
         cbor_callbacks c = cbor_empty_callbacks;
@@ -269,26 +335,33 @@ Result<CborItem> CborReader::next() {
                                                         std::to_string(m_limits.max_input_bytes)};
     }
     if (at_end()) return Error{protocol_errc::malformed, "unexpected end of input"};
-    Decoded d;
-    cbor_decoder_result r =
-        cbor_stream_decode(m_in.data() + m_pos, m_in.size() - m_pos, &callbacks(), &d);
-    if (r.status == CBOR_DECODER_NEDATA) {
-        return Error{protocol_errc::malformed, "truncated item at byte " + std::to_string(m_pos)};
-    }
-    if (r.status != CBOR_DECODER_FINISHED || !d.seen) {
-        return Error{protocol_errc::malformed, "malformed item at byte " + std::to_string(m_pos) +
-                                                   " (reserved or invalid "
-                                                   "initial byte 0x" +
-                                                   to_hex(ByteView(m_in.data() + m_pos, 1)) + ")"};
-    }
-    if (d.unsupported) {
-        return Error{protocol_errc::malformed, std::string(d.unsupported) + " at byte " +
-                                                   std::to_string(m_pos) +
-                                                   " is outside the fieldsync CBOR profile"};
-    }
     const std::size_t at = m_pos;
-    m_pos += r.read;
-    CborItem& it = d.item;
+    CborItem it;
+    std::size_t read = 0;
+    if (!read_plain_head(m_in.data() + m_pos, m_in.size() - m_pos, it, read)) {
+        Decoded d;
+        cbor_decoder_result r =
+            cbor_stream_decode(m_in.data() + m_pos, m_in.size() - m_pos, &callbacks(), &d);
+        if (r.status == CBOR_DECODER_NEDATA) {
+            return Error{protocol_errc::malformed,
+                         "truncated item at byte " + std::to_string(m_pos)};
+        }
+        if (r.status != CBOR_DECODER_FINISHED || !d.seen) {
+            return Error{protocol_errc::malformed,
+                         "malformed item at byte " + std::to_string(m_pos) +
+                             " (reserved or invalid "
+                             "initial byte 0x" +
+                             to_hex(ByteView(m_in.data() + m_pos, 1)) + ")"};
+        }
+        if (d.unsupported) {
+            return Error{protocol_errc::malformed, std::string(d.unsupported) + " at byte " +
+                                                       std::to_string(m_pos) +
+                                                       " is outside the fieldsync CBOR profile"};
+        }
+        it = d.item;
+        read = r.read;
+    }
+    m_pos += read;
     if (it.type == CborType::bytes || it.type == CborType::text) {
         if (it.str.size() > m_limits.max_string_bytes) {
             return Error{protocol_errc::limit_exceeded,

@@ -1,6 +1,10 @@
+#include <cbor.h>
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <limits>
+#include <random>
+#include <vector>
 
 #include "fieldsync/protocol/cbor.hpp"
 #include "fieldsync/protocol/value.hpp"
@@ -66,6 +70,167 @@ TEST_CASE("CBOR: the reader rejects what is outside the profile or the limits") 
     tiny.max_input_bytes = 2;
     CHECK(err("83010203", tiny).code == protocol_errc::limit_exceeded);
     CHECK(read_all(from_hex("83010203").value()));
+}
+
+namespace {
+
+// The reference for CborReader::next: what libcbor's streaming decoder itself says about the
+// first item head of an input. The reader reads plain heads by hand (src/cbor.cpp,
+// read_plain_head) and hands the rest to libcbor; both must give the same answer.
+struct LibcborHead {
+    enum Kind { none, uint, negint, bytes, text, array, map, boolean, null, other };
+    Kind kind = none;
+    std::uint64_t value = 0;
+    const unsigned char* data = nullptr;
+    std::size_t length = 0;
+    bool finished = false;
+    std::size_t read = 0;
+};
+
+LibcborHead& head_of(void* p) {
+    return *static_cast<LibcborHead*>(p);
+}
+void set_head(void* p, LibcborHead::Kind k, std::uint64_t v) {
+    head_of(p).kind = k;
+    head_of(p).value = v;
+}
+
+LibcborHead libcbor_head(const Bytes& in) {
+    static const cbor_callbacks cb = [] {
+        cbor_callbacks c = cbor_empty_callbacks;
+        c.uint8 = [](void* p, uint8_t v) { set_head(p, LibcborHead::uint, v); };
+        c.uint16 = [](void* p, uint16_t v) { set_head(p, LibcborHead::uint, v); };
+        c.uint32 = [](void* p, uint32_t v) { set_head(p, LibcborHead::uint, v); };
+        c.uint64 = [](void* p, uint64_t v) { set_head(p, LibcborHead::uint, v); };
+        c.negint8 = [](void* p, uint8_t v) { set_head(p, LibcborHead::negint, v); };
+        c.negint16 = [](void* p, uint16_t v) { set_head(p, LibcborHead::negint, v); };
+        c.negint32 = [](void* p, uint32_t v) { set_head(p, LibcborHead::negint, v); };
+        c.negint64 = [](void* p, uint64_t v) { set_head(p, LibcborHead::negint, v); };
+        c.byte_string = [](void* p, cbor_data d, std::size_t n) {
+            set_head(p, LibcborHead::bytes, 0);
+            head_of(p).data = d;
+            head_of(p).length = n;
+        };
+        c.string = [](void* p, cbor_data d, std::size_t n) {
+            set_head(p, LibcborHead::text, 0);
+            head_of(p).data = d;
+            head_of(p).length = n;
+        };
+        c.array_start = [](void* p, std::size_t n) { set_head(p, LibcborHead::array, n); };
+        c.map_start = [](void* p, std::size_t n) { set_head(p, LibcborHead::map, n); };
+        c.boolean = [](void* p, bool v) { set_head(p, LibcborHead::boolean, v ? 1 : 0); };
+        c.null = [](void* p) { set_head(p, LibcborHead::null, 0); };
+        auto other = [](void* p) { set_head(p, LibcborHead::other, 0); };
+        c.byte_string_start = other;
+        c.string_start = other;
+        c.indef_array_start = other;
+        c.indef_map_start = other;
+        c.undefined = other;
+        c.indef_break = other;
+        c.tag = [](void* p, uint64_t) { set_head(p, LibcborHead::other, 0); };
+        c.float2 = [](void* p, float) { set_head(p, LibcborHead::other, 0); };
+        c.float4 = [](void* p, float) { set_head(p, LibcborHead::other, 0); };
+        c.float8 = [](void* p, double) { set_head(p, LibcborHead::other, 0); };
+        return c;
+    }();
+    LibcborHead h;
+    if (in.empty()) return h;
+    const cbor_decoder_result r = cbor_stream_decode(in.data(), in.size(), &cb, &h);
+    h.finished = r.status == CBOR_DECODER_FINISHED;
+    h.read = r.read;
+    return h;
+}
+
+// Checks CborReader::next on `in` against libcbor: the same item where libcbor decodes one
+// inside the profile (unless the reader's own count check refuses it), an error elsewhere.
+void check_head_against_libcbor(const Bytes& in) {
+    CborLimits unlimited;
+    unlimited.max_items = std::numeric_limits<std::size_t>::max();
+    unlimited.max_string_bytes = std::numeric_limits<std::size_t>::max();
+    CborReader reader(in, unlimited);
+    const auto got = reader.next();
+    const LibcborHead want = libcbor_head(in);
+    INFO("input: ", to_hex(in));
+    const bool in_profile =
+        want.finished && want.kind != LibcborHead::none && want.kind != LibcborHead::other;
+    if (!in_profile) {
+        CHECK_FALSE(got);
+        return;
+    }
+    if (want.kind == LibcborHead::array || want.kind == LibcborHead::map) {
+        // The reader refuses a count larger than the bytes left could hold.
+        const std::uint64_t need = want.kind == LibcborHead::map ? want.value * 2 : want.value;
+        if (want.value > in.size() || need > in.size() - want.read) {
+            CHECK_FALSE(got);
+            return;
+        }
+    }
+    REQUIRE(got);
+    CHECK(reader.position() == want.read);
+    switch (want.kind) {
+        case LibcborHead::uint:
+        case LibcborHead::negint:
+            CHECK(got->type == (want.kind == LibcborHead::uint ? CborType::unsigned_int
+                                                               : CborType::negative_int));
+            CHECK(got->uint_value == want.value);
+            break;
+        case LibcborHead::bytes:
+        case LibcborHead::text:
+            CHECK(got->type ==
+                  (want.kind == LibcborHead::bytes ? CborType::bytes : CborType::text));
+            CHECK(reinterpret_cast<const unsigned char*>(got->str.data()) == want.data);
+            CHECK(got->str.size() == want.length);
+            break;
+        case LibcborHead::array:
+        case LibcborHead::map:
+            CHECK(got->type == (want.kind == LibcborHead::array ? CborType::array : CborType::map));
+            CHECK(got->count == want.value);
+            break;
+        case LibcborHead::boolean:
+            CHECK(got->type == CborType::boolean);
+            CHECK(got->bool_value == (want.value == 1));
+            break;
+        default:
+            CHECK(got->type == CborType::null);
+            break;
+    }
+}
+
+}  // namespace
+
+TEST_CASE("CBOR: item heads read as libcbor reads them, for every initial byte") {
+    // Every initial byte, followed by argument bytes of each width (whole and cut short) and
+    // by payloads shorter than, equal to and longer than small declared lengths.
+    const std::vector<Bytes> tails = {
+        {},
+        {0x00},
+        {0x05},
+        {0xff},
+        {0x01, 0x02},
+        {0x00, 0x03, 'a', 'b', 'c'},
+        {0xff, 0xff, 0xff},
+        {0x00, 0x00, 0x00, 0x02, 'x', 'y'},
+        {0x80, 0x00, 0x00, 0x00},
+        {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 'z'},
+        {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+        {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00},
+        Bytes(40, 'q'),
+    };
+    for (int b = 0; b < 256; ++b) {
+        for (const Bytes& tail : tails) {
+            Bytes in{static_cast<std::uint8_t>(b)};
+            in.insert(in.end(), tail.begin(), tail.end());
+            check_head_against_libcbor(in);
+        }
+    }
+    // And random inputs of up to 16 bytes, biased to short arguments and lengths.
+    std::mt19937_64 rng(20261129);
+    for (int i = 0; i < 20000; ++i) {
+        Bytes in(rng() % 17);
+        for (auto& byte : in)
+            byte = static_cast<std::uint8_t>(rng() % 4 == 0 ? rng() % 8 : rng());
+        check_head_against_libcbor(in);
+    }
 }
 
 TEST_CASE("CBOR: deep nesting is bounded, not recursive") {
