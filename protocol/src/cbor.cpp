@@ -329,39 +329,55 @@ Error type_error(CborType want, CborType got) {
 }  // namespace
 
 Result<CborItem> CborReader::next() {
+    // The short path: a plain head within every limit. Anything else, failures included, goes
+    // to next_in_full, which decodes it with libcbor and checks the same limits in order.
+    CborItem it;
+    std::size_t read = 0;
+    if (m_in.size() <= m_limits.max_input_bytes && !at_end() &&
+        read_plain_head(m_in.data() + m_pos, m_in.size() - m_pos, it, read)) {
+        const std::size_t left = m_in.size() - m_pos - read;
+        bool within = true;
+        if (it.type == CborType::bytes || it.type == CborType::text) {
+            within = it.str.size() <= m_limits.max_string_bytes;
+        } else if (it.type == CborType::array || it.type == CborType::map) {
+            within = it.count <= m_limits.max_items &&
+                     it.count <= (it.type == CborType::map ? left / 2 : left);
+        }
+        if (within) {
+            m_pos += read;
+            return it;
+        }
+    }
+    return next_in_full();
+}
+
+[[gnu::noinline]] Result<CborItem> CborReader::next_in_full() {
     if (m_in.size() > m_limits.max_input_bytes) {
         return Error{protocol_errc::limit_exceeded, "input of " + std::to_string(m_in.size()) +
                                                         " bytes exceeds the limit of " +
                                                         std::to_string(m_limits.max_input_bytes)};
     }
     if (at_end()) return Error{protocol_errc::malformed, "unexpected end of input"};
-    const std::size_t at = m_pos;
-    CborItem it;
-    std::size_t read = 0;
-    if (!read_plain_head(m_in.data() + m_pos, m_in.size() - m_pos, it, read)) {
-        Decoded d;
-        cbor_decoder_result r =
-            cbor_stream_decode(m_in.data() + m_pos, m_in.size() - m_pos, &callbacks(), &d);
-        if (r.status == CBOR_DECODER_NEDATA) {
-            return Error{protocol_errc::malformed,
-                         "truncated item at byte " + std::to_string(m_pos)};
-        }
-        if (r.status != CBOR_DECODER_FINISHED || !d.seen) {
-            return Error{protocol_errc::malformed,
-                         "malformed item at byte " + std::to_string(m_pos) +
-                             " (reserved or invalid "
-                             "initial byte 0x" +
-                             to_hex(ByteView(m_in.data() + m_pos, 1)) + ")"};
-        }
-        if (d.unsupported) {
-            return Error{protocol_errc::malformed, std::string(d.unsupported) + " at byte " +
-                                                       std::to_string(m_pos) +
-                                                       " is outside the fieldsync CBOR profile"};
-        }
-        it = d.item;
-        read = r.read;
+    Decoded d;
+    cbor_decoder_result r =
+        cbor_stream_decode(m_in.data() + m_pos, m_in.size() - m_pos, &callbacks(), &d);
+    if (r.status == CBOR_DECODER_NEDATA) {
+        return Error{protocol_errc::malformed, "truncated item at byte " + std::to_string(m_pos)};
     }
-    m_pos += read;
+    if (r.status != CBOR_DECODER_FINISHED || !d.seen) {
+        return Error{protocol_errc::malformed, "malformed item at byte " + std::to_string(m_pos) +
+                                                   " (reserved or invalid "
+                                                   "initial byte 0x" +
+                                                   to_hex(ByteView(m_in.data() + m_pos, 1)) + ")"};
+    }
+    if (d.unsupported) {
+        return Error{protocol_errc::malformed, std::string(d.unsupported) + " at byte " +
+                                                   std::to_string(m_pos) +
+                                                   " is outside the fieldsync CBOR profile"};
+    }
+    const std::size_t at = m_pos;
+    m_pos += r.read;
+    CborItem& it = d.item;
     if (it.type == CborType::bytes || it.type == CborType::text) {
         if (it.str.size() > m_limits.max_string_bytes) {
             return Error{protocol_errc::limit_exceeded,
@@ -378,8 +394,8 @@ Result<CborItem> CborReader::next() {
                              std::to_string(m_limits.max_items)};
         }
         // Every item takes at least one byte, so a count larger than what is left is a lie.
-        const std::size_t need = it.type == CborType::map ? it.count * 2 : it.count;
-        if (need > remaining()) {
+        // (A map's count is compared with half of it: count * 2 could wrap around.)
+        if (it.count > (it.type == CborType::map ? remaining() / 2 : remaining())) {
             return Error{protocol_errc::malformed,
                          std::string(to_string(it.type)) + " at byte " + std::to_string(at) +
                              " declares " + std::to_string(it.count) + " entries but only " +

@@ -143,21 +143,27 @@ LibcborHead libcbor_head(const Bytes& in) {
 
 // Checks CborReader::next on `in` against libcbor: the same item where libcbor decodes one
 // inside the profile (unless the reader's own count check refuses it), an error elsewhere.
-void check_head_against_libcbor(const Bytes& in) {
-    CborLimits unlimited;
-    unlimited.max_items = std::numeric_limits<std::size_t>::max();
-    unlimited.max_string_bytes = std::numeric_limits<std::size_t>::max();
-    CborReader reader(in, unlimited);
+void check_head_against_libcbor(const Bytes& in, const CborLimits& limits) {
+    CborReader reader(in, limits);
     const auto got = reader.next();
     const LibcborHead want = libcbor_head(in);
-    INFO("input: ", to_hex(in));
+    INFO("input: ", to_hex(in), ", max_items ", limits.max_items, ", max_string_bytes ",
+         limits.max_string_bytes);
     const bool in_profile =
         want.finished && want.kind != LibcborHead::none && want.kind != LibcborHead::other;
     if (!in_profile) {
         CHECK_FALSE(got);
         return;
     }
-    if (want.kind == LibcborHead::array || want.kind == LibcborHead::map) {
+    const bool is_string = want.kind == LibcborHead::bytes || want.kind == LibcborHead::text;
+    const bool is_collection = want.kind == LibcborHead::array || want.kind == LibcborHead::map;
+    if ((is_string && want.length > limits.max_string_bytes) ||
+        (is_collection && want.value > limits.max_items)) {
+        REQUIRE_FALSE(got);
+        CHECK(got.error().code == protocol_errc::limit_exceeded);
+        return;
+    }
+    if (is_collection) {
         // The reader refuses a count larger than the bytes left could hold.
         const std::uint64_t need = want.kind == LibcborHead::map ? want.value * 2 : want.value;
         if (want.value > in.size() || need > in.size() - want.read) {
@@ -211,16 +217,26 @@ TEST_CASE("CBOR: item heads read as libcbor reads them, for every initial byte")
         {0xff, 0xff, 0xff},
         {0x00, 0x00, 0x00, 0x02, 'x', 'y'},
         {0x80, 0x00, 0x00, 0x00},
+        {0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01},  // 2^63: doubled, it wraps to 0
         {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 'z'},
         {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
         {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00},
         Bytes(40, 'q'),
     };
-    for (int b = 0; b < 256; ++b) {
-        for (const Bytes& tail : tails) {
-            Bytes in{static_cast<std::uint8_t>(b)};
-            in.insert(in.end(), tail.begin(), tail.end());
-            check_head_against_libcbor(in);
+    // Without limits, and with limits a few of those inputs exceed.
+    CborLimits unlimited;
+    unlimited.max_items = std::numeric_limits<std::size_t>::max();
+    unlimited.max_string_bytes = std::numeric_limits<std::size_t>::max();
+    CborLimits tight;
+    tight.max_items = 2;
+    tight.max_string_bytes = 3;
+    for (const CborLimits& limits : {unlimited, tight}) {
+        for (int b = 0; b < 256; ++b) {
+            for (const Bytes& tail : tails) {
+                Bytes in{static_cast<std::uint8_t>(b)};
+                in.insert(in.end(), tail.begin(), tail.end());
+                check_head_against_libcbor(in, limits);
+            }
         }
     }
     // And random inputs of up to 16 bytes, biased to short arguments and lengths.
@@ -229,7 +245,7 @@ TEST_CASE("CBOR: item heads read as libcbor reads them, for every initial byte")
         Bytes in(rng() % 17);
         for (auto& byte : in)
             byte = static_cast<std::uint8_t>(rng() % 4 == 0 ? rng() % 8 : rng());
-        check_head_against_libcbor(in);
+        check_head_against_libcbor(in, i % 2 ? unlimited : tight);
     }
 }
 

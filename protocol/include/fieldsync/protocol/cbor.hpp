@@ -125,6 +125,10 @@ public:
     }
 
 private:
+    /// next() for every item its short path does not take: libcbor decodes the head, and
+    /// every failure is reported here (out of line, so that next() stays small).
+    Result<CborItem> next_in_full();
+
     ByteView m_in;
     CborLimits m_limits;
     std::size_t m_pos = 0;
