@@ -196,7 +196,8 @@ int main(int argc, char** argv) {
                       ->check(CLI::IsMember({"debug", "info", "warn", "warning", "error", "off"}));
     // The allocator is chosen at build time (server/net.cmake) and shown with the version, as
     // benchmark figures depend on it.
-    app.set_version_flag("--version", "fieldsync-server 0.1.0 (allocator: " FIELDSYNC_MALLOC_NAME ")");
+    app.set_version_flag("--version",
+                         "fieldsync-server 0.1.0 (allocator: " FIELDSYNC_MALLOC_NAME ")");
 
     CLI11_PARSE(app, argc, argv);
 
