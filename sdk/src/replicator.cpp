@@ -346,8 +346,8 @@ private:
     /// Sends the engine's frames, reports its events, closes when it says so.
     void apply(EngineOutput out) {
         if (!out.retired.empty()) {
-            // For the transport's thread (Delegate::on_frame); what it has not taken by the
-            // next page goes with that page.
+            // Handed to the transport's thread, which frees them when its next frame arrives
+            // (Delegate::on_frame); those no frame comes after are freed when the run ends.
             std::vector<p::Changes> keep = std::move(out.retired);
             std::lock_guard lock(m_shared.mutex);
             for (auto& c : keep)
