@@ -233,9 +233,10 @@ void on_map_sz(void* p, std::size_t n) {
 // the end of the input. The caller then decodes the item with libcbor, so every error is still
 // the one libcbor's result gives. For what it accepts, the result (type, value, view, bytes
 // read) is what the libcbor path gives: tests/protocol/cbor_test.cpp checks the two against
-// each other for every initial byte.
-bool read_plain_head(const std::uint8_t* p, std::size_t n, CborItem& item,
-                     std::size_t& read) noexcept {
+// each other for every initial byte. Always inlined: next() and peek_type() run it for every
+// item, and a call costs as much as the work (callgrind).
+[[gnu::always_inline]] inline bool read_plain_head(const std::uint8_t* p, std::size_t n,
+                                                   CborItem& item, std::size_t& read) noexcept {
     if (n == 0) return false;
     const unsigned major = p[0] >> 5;
     const unsigned info = p[0] & 0x1fu;
@@ -406,34 +407,15 @@ Result<CborItem> CborReader::next() {
 }
 
 Result<CborType> CborReader::peek_type() {
-    // The major type is the initial byte's top three bits (RFC 8949 §3). Anything but the
-    // plain cases below (major type 6 or 7 other than false/true/null, an indefinite length,
-    // a reserved argument, input past the limits) is decoded in full, which reports it.
-    if (!at_end() && m_in.size() <= m_limits.max_input_bytes) {
-        const std::uint8_t b = m_in[m_pos];
-        const std::uint8_t info = b & 0x1f;
-        if (info < 28) {
-            switch (b >> 5) {
-                case 0:
-                    return CborType::unsigned_int;
-                case 1:
-                    return CborType::negative_int;
-                case 2:
-                    return CborType::bytes;
-                case 3:
-                    return CborType::text;
-                case 4:
-                    return CborType::array;
-                case 5:
-                    return CborType::map;
-                case 7:
-                    if (info == 20 || info == 21) return CborType::boolean;
-                    if (info == 22) return CborType::null;
-                    break;
-                default:
-                    break;
-            }
-        }
+    // A plain head (read_plain_head) gives its type without consuming it; a string or
+    // collection over its size limit is reported by the read that consumes it. Anything else
+    // (major type 6, floats, an indefinite length, a reserved argument, input cut short or
+    // over max_input_bytes) is decoded in full, which reports it.
+    CborItem it;
+    std::size_t read = 0;
+    if (m_in.size() <= m_limits.max_input_bytes && !at_end() &&
+        read_plain_head(m_in.data() + m_pos, m_in.size() - m_pos, it, read)) {
+        return it.type;
     }
     const std::size_t save_pos = m_pos;
     auto r = next();

@@ -151,9 +151,17 @@ void check_head_against_libcbor(const Bytes& in, const CborLimits& limits) {
          limits.max_string_bytes);
     const bool in_profile =
         want.finished && want.kind != LibcborHead::none && want.kind != LibcborHead::other;
+    CborReader peeker(in, limits);
+    const auto peeked = peeker.peek_type();
+    CHECK(peeker.position() == 0);  // peeking consumes nothing
     if (!in_profile) {
         CHECK_FALSE(got);
+        CHECK_FALSE(peeked);
         return;
+    }
+    if (got) {
+        REQUIRE(peeked);
+        CHECK(*peeked == got->type);
     }
     const bool is_string = want.kind == LibcborHead::bytes || want.kind == LibcborHead::text;
     const bool is_collection = want.kind == LibcborHead::array || want.kind == LibcborHead::map;
@@ -204,7 +212,7 @@ void check_head_against_libcbor(const Bytes& in, const CborLimits& limits) {
 
 }  // namespace
 
-TEST_CASE("CBOR: item heads read as libcbor reads them, for every initial byte") {
+TEST_CASE("CBOR: item heads read and peeked as libcbor reads them, for every initial byte") {
     // Every initial byte, followed by argument bytes of each width (whole and cut short) and
     // by payloads shorter than, equal to and longer than small declared lengths.
     const std::vector<Bytes> tails = {
