@@ -24,6 +24,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <iterator>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -348,10 +349,10 @@ private:
         if (!out.retired.empty()) {
             // Handed to the transport's thread, which frees them when its next frame arrives
             // (Delegate::on_frame); those no frame comes after are freed when the run ends.
-            std::vector<p::Changes> keep = std::move(out.retired);
             std::lock_guard lock(m_shared.mutex);
-            for (auto& c : keep)
-                m_shared.retired.push_back(std::move(c));
+            m_shared.retired.insert(m_shared.retired.end(),
+                                    std::make_move_iterator(out.retired.begin()),
+                                    std::make_move_iterator(out.retired.end()));
         }
         for (;;) {
             if (m_conn == Conn::open)

@@ -1076,9 +1076,9 @@ public:
         constexpr std::string_view op = "append_audit";
         if (auto st = check_writable(op); !st) return st;
         // Filed under the record's first sequence number (migration 3): known when
-        // put_record has just created the record, else read from its row. (One INSERT ...
-        // SELECT would do both, but SQLite gives a statement that may write several rows a
-        // statement journal: a fifth of this method's time.)
+        // put_record or insert_record has just created the record, else read from its row. (One
+        // INSERT ... SELECT would do both, but SQLite gives a statement that may write several rows
+        // a statement journal: a fifth of this method's time.)
         std::uint64_t key = 0;
         if (m_created && m_created->id == e.id && m_created->collection == e.collection) {
             key = m_created->seq;
@@ -1091,7 +1091,7 @@ public:
             if (!*row) {
                 return invalid("append_audit: there is no record " + e.collection + "/" +
                                e.id.to_string() +
-                               "; write the record (put_record) before its entry");
+                               "; write the record (put_record or insert_record) before its entry");
             }
             key = q.col_u64(0);
         }
@@ -1708,9 +1708,9 @@ private:
     // empty when it gave none, after a whole rollback and at the end of the transaction.
     std::optional<std::uint64_t> m_seq;
     std::vector<std::optional<std::uint64_t>> m_seq_marks;  // m_seq at each open fs_sp
-    // The record the last put_record created in this transaction (its first_seq is that
-    // write's seq), for the append_audit that follows; forgotten at the next put_record, at
-    // every rollback and at the end of the transaction.
+    // The record the last put_record or insert_record created in this transaction (its
+    // first_seq is that write's seq), for the append_audit that follows; forgotten at the next
+    // record write, at every rollback and at the end of the transaction.
     struct Created {
         std::string collection;
         RecordId id;

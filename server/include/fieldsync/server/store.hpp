@@ -295,8 +295,8 @@ public:
 
     // --- Audit
     /// Appends one entry to the audit trail of the stored record `e.collection`/`e.id`, which
-    /// must exist: write the record (put_record) first, in the same transaction. Fails with
-    /// invalid_value, writing nothing, when there is no such record.
+    /// must exist: write the record (put_record or insert_record) first, in the same
+    /// transaction. Fails with invalid_value, writing nothing, when there is no such record.
     virtual Status append_audit(const AuditEntry& e) = 0;
     /// The newest `limit` audit entries of one stored record, newest first; none for a record
     /// that does not exist (a purged record's entries are no longer reachable).
